@@ -223,6 +223,11 @@ class QNetwork(nn.Module):
         return self.network(x)
 
 
+def dqn_target(next_q_target: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
+    """r + gamma * max_a Q_target(s', a); a termination ends the sum, a truncation still bootstraps."""
+    return rewards + gamma * next_q_target.max(dim=1).values * (1.0 - terminated)
+
+
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
     """Epsilon goes linearly from start_e to end_e over `duration` steps, then stays at end_e."""
     if t >= duration:
@@ -392,7 +397,7 @@ def main(args: Args) -> int:
         "hyperparameters",
         "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
     )
-    print(f"run {run_name} on {device}; logs in runs/{run_name}")
+    print(f"run {run_name} on {device}; logs in runs/{run_name}", flush=True)
 
     n_actions = env.action_space.n
     q_network = QNetwork(n_actions).to(device).to(memory_format=torch.channels_last)
@@ -434,8 +439,7 @@ def main(args: Args) -> int:
                         training_start_time, training_start_step = time.time(), global_step
                     data = rb.sample(args.batch_size, rng, device)
                     with torch.no_grad():
-                        target_max = target_network(data.next_obs).max(dim=1).values
-                        td_target = data.rewards + args.gamma * target_max * (1.0 - data.terminated)
+                        td_target = dqn_target(target_network(data.next_obs), data.rewards, data.terminated, args.gamma)
                     q_taken = q_network(data.obs).gather(1, data.actions[:, None]).squeeze(1)
                     loss = F.mse_loss(q_taken, td_target)
 
@@ -493,4 +497,7 @@ def main(args: Args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.cli(Args)))
+    try:
+        sys.exit(main(tyro.cli(Args)))
+    except KeyboardInterrupt:  # outside the training loop (which saves and stops cleanly): just stop
+        sys.exit(130)
