@@ -1,0 +1,23 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """Run a top-level script through its real command line, in a scratch folder; returns the CompletedProcess."""
+
+    def run(script, *flags, timeout=300):
+        return subprocess.run(
+            [sys.executable, os.path.join(ROOT, script), *map(str, flags)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

@@ -1,0 +1,44 @@
+"""Bad input ends with one clear line on stderr and a non-zero exit, never a traceback."""
+
+import pytest
+
+CASES = [
+    ("dqn_cartpole.py", ["--env-id", "NoSuchEnv-v0"], "unknown --env-id"),
+    ("dqn_cartpole.py", ["--env-id", "Pendulum-v1"], "Discrete"),
+    ("dqn_cartpole.py", ["--env-id", "MountainCarContinuous-v0"], "Discrete"),
+    ("dqn_cartpole.py", ["--buffer-size", 10, "--batch-size", 64], "--buffer-size"),
+    ("dqn_cartpole.py", ["--total-timesteps", 0], "--total-timesteps"),
+    ("dqn_cartpole.py", ["--total-timesteps", -5], "--total-timesteps"),
+    ("dqn_cartpole.py", ["--learning-starts", -1], "--learning-starts"),
+    ("tabular_q_frozenlake.py", ["--env-id", "NoSuchEnv-v0"], "unknown --env-id"),
+    ("tabular_q_frozenlake.py", ["--env-id", "CartPole-v1"], "transition model"),
+    ("tabular_q_frozenlake.py", ["--total-timesteps", -1], "--total-timesteps"),
+    ("tabular_q_frozenlake.py", ["--learning-rate", 0], "--learning-rate"),
+    ("dqn_atari.py", ["--env-id", "NoSuchEnv-v0"], "unknown --env-id"),
+    ("dqn_atari.py", ["--env-id", "CartPole-v1"], "not an Atari environment"),
+    ("dqn_atari.py", ["--env-id", "ALE/Breakout-v5"], "NoFrameskip"),
+    ("dqn_atari.py", ["--env-id", "BreakoutDeterministic-v4"], "NoFrameskip"),
+    ("dqn_atari.py", ["--buffer-size", 16, "--batch-size", 32], "--buffer-size"),
+    ("dqn_atari.py", ["--total-timesteps", 0], "--total-timesteps"),
+    ("dqn_atari.py", ["--buffer-device", "cuda", "--no-cuda"], "--buffer-device"),
+]
+
+
+@pytest.mark.parametrize("script,flags,message", CASES, ids=[f"{s}:{' '.join(map(str, f))}" for s, f, _ in CASES])
+def test_bad_input_is_one_clear_line(script, flags, message, run_script):
+    result = run_script(script, *flags, timeout=60)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    assert message in error_lines[0]
+
+
+def test_cuda_without_a_gpu_falls_back_to_the_cpu_and_says_so(run_script):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_script("dqn_cartpole.py", "--cuda", "--total-timesteps", 50, "--learning-starts", 10, "--batch-size", 4, "--eval-episodes", 0)
+    assert result.returncode == 0, result.stderr
+    assert "no CUDA GPU found, running on the CPU" in result.stderr

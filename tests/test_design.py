@@ -1,0 +1,103 @@
+"""The single-file design: scripts import no local module, and the blocks they share stay identical copies."""
+
+import ast
+import difflib
+import glob
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = sorted(os.path.basename(path) for path in glob.glob(os.path.join(ROOT, "*.py")))
+ATARI_SCRIPTS = [script for script in SCRIPTS if script.endswith("_atari.py")]
+
+# Blocks that every script defining them must keep identical, so that a fix is a copy.
+# (A variant that changes one of these on purpose, e.g. its network, leaves it out of this list for itself.)
+SHARED_BLOCKS = {
+    "linear_schedule": SCRIPTS,
+    "RecordEpisodes": ["dqn_cartpole.py", "tabular_q_frozenlake.py"],
+    "pick_device": ATARI_SCRIPTS,
+    "RecordGames": ATARI_SCRIPTS,
+    "FRAME_STACK": ATARI_SCRIPTS,
+    "make_env": ATARI_SCRIPTS,
+    "Batch": ATARI_SCRIPTS,
+    "FrameReplayBuffer": ATARI_SCRIPTS,
+    "evaluate": ATARI_SCRIPTS,
+}
+
+
+def parse(script):
+    with open(os.path.join(ROOT, script)) as f:
+        source = f.read()
+    return source, ast.parse(source)
+
+
+def test_scripts_import_no_local_module():
+    local_modules = {script[:-3] for script in SCRIPTS}
+    for script in SCRIPTS:
+        _, tree = parse(script)
+        for node in ast.walk(tree):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else ["."]
+            for name in names:
+                assert name.split(".")[0] not in local_modules and name != ".", f"{script}:{node.lineno} imports {name}"
+
+
+def block_source(script, name):
+    """The source of the top-level function, class or assignment called `name`, or None."""
+    source, tree = parse(script)
+    for node in tree.body:
+        targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+        if getattr(node, "name", None) == name or name in targets:
+            return ast.get_source_segment(source, node)
+    return None
+
+
+def first_drift(copies: dict) -> str | None:
+    """None when all copies are identical; else which copy drifted from the first, and its first differing line."""
+    reference_script, reference = next(iter(copies.items()))
+    for script, source in copies.items():
+        diff = difflib.unified_diff(reference.splitlines(), source.splitlines(), lineterm="", n=0)
+        changed = [line for line in diff if line[:1] in "+-" and line[:3] not in ("---", "+++")]
+        if changed:
+            return f"{script} drifted from {reference_script}; first differing line: {changed[0]!r}"
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_BLOCKS))
+def test_shared_blocks_are_identical_copies(name):
+    copies = {script: block_source(script, name) for script in SHARED_BLOCKS[name]}
+    copies = {script: source for script, source in copies.items() if source is not None}
+    assert copies, f"no script defines {name}"
+    drift = first_drift(copies)
+    assert drift is None, f"{name}: {drift}"
+
+
+def test_drift_detector_names_the_first_differing_line():
+    original = block_source("dqn_cartpole.py", "linear_schedule")
+    assert first_drift({"a.py": original, "b.py": original}) is None
+    drifted = original.replace("return end_e", "return 0.0")
+    assert first_drift({"a.py": original, "b.py": drifted}) == "b.py drifted from a.py; first differing line: '-        return end_e'"
+
+
+def test_every_args_field_has_a_docstring():
+    for script in SCRIPTS:
+        source, tree = parse(script)
+        [args] = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Args"]
+        body = args.body
+        for i, node in enumerate(body):
+            if isinstance(node, ast.AnnAssign):
+                following = body[i + 1] if i + 1 < len(body) else None
+                has_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)
+                assert has_doc, f"{script}: Args.{node.target.id} has no docstring"
+
+
+def test_scripts_run_only_under_main():
+    """Importing a script must not start training: tests import their classes and functions."""
+    for script in SCRIPTS:
+        _, tree = parse(script)
+        for node in tree.body:
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                call = ast.unparse(node.value)
+                assert call.startswith("gym.register_envs"), f"{script} runs {call} at import"

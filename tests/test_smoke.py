@@ -1,0 +1,40 @@
+"""Every script runs end to end through its command line with tiny step counts, and saves a loadable model."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import torch
+
+SMOKE_RUNS = {
+    "dqn_cartpole.py": ["--no-cuda", "--total-timesteps", 300, "--learning-starts", 100, "--buffer-size", 200, "--batch-size", 8, "--eval-episodes", 2],
+    "tabular_q_frozenlake.py": ["--total-timesteps", 2000, "--eval-episodes", 50],
+    "dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
+}
+
+
+@pytest.mark.parametrize("script", sorted(SMOKE_RUNS))
+def test_script_runs_and_saves_its_model(script, run_script, tmp_path):
+    result = run_script(script, *SMOKE_RUNS[script], "--save-model")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    [model_path] = glob.glob(str(tmp_path / "runs" / "*" / f"{script[:-3]}.*"))
+    assert os.path.getsize(model_path) > 0
+    [events] = glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
+    assert os.path.getsize(events) > 0
+    if model_path.endswith(".pt"):
+        state = torch.load(model_path)
+        assert all(torch.isfinite(tensor).all() for tensor in state.values())
+    else:
+        assert np.load(model_path).shape == (16, 4)
+
+
+def test_cartpole_logs_cleanrl_scalars(run_script, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_script("dqn_cartpole.py", "--no-cuda", "--total-timesteps", 1500, "--learning-starts", 500, "--eval-episodes", 2)
+    assert result.returncode == 0, result.stderr
+    [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
+    tags = set(EventAccumulator(run_dir).Reload().Tags()["scalars"])
+    assert {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/td_loss", "eval/episodic_return"} <= tags
