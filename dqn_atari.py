@@ -61,7 +61,7 @@ class Args:
     learning_rate: float = 1e-4
     """the learning rate of the Adam optimizer"""
     buffer_size: int = 1_000_000
-    """the replay memory size, in transitions"""
+    """the replay memory size, in frames: one per transition, plus one per episode start"""
     buffer_device: Literal["cpu", "cuda"] = "cpu"
     """where the replay frames live; `cuda` keeps them on the GPU and saves a host-to-device copy per batch"""
     gamma: float = 0.99
@@ -98,6 +98,8 @@ def check_args(args: Args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
     if args.buffer_size < args.batch_size:
         raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
+    if args.buffer_size < FRAME_STACK + 1:
+        raise ValueError(f"--buffer-size must be at least {FRAME_STACK + 1}, to hold a stack of frames and the next one")
     for name in ("start_e", "end_e", "eval_epsilon", "exploration_fraction", "tau"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")

@@ -62,3 +62,19 @@ def test_sample_draws_only_stored_transitions(script):
         key = (batch.obs[row].numpy().tobytes(), batch.actions[row].item(), batch.next_obs[row].numpy().tobytes())
         assert key in by_obs, f"sampled row {row} is no transition the agent made"
         assert batch.terminated[row].item() == float(by_obs[key])
+
+
+@pytest.mark.parametrize("script", ATARI_SCRIPTS)
+def test_smallest_allowed_buffer_always_has_a_transition_to_sample(script):
+    module = importlib.import_module(script)
+    env = module.make_env("BreakoutNoFrameskip-v4", 0, max_episode_steps=100)
+    rb = module.FrameReplayBuffer(module.FRAME_STACK + 1, (84, 84), env.action_space.n, torch.device("cpu"))  # the smallest --buffer-size
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    for _ in range(200):  # after every add, mid-episode and at episode starts alike, something is sampleable
+        action = int(rng.integers(env.action_space.n))
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        rb.add(obs, action, reward, next_obs, terminated, truncated)
+        assert rb.num_transitions() >= 1
+        obs = next_obs if not (terminated or truncated) else env.reset()[0]
+    env.close()

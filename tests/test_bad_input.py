@@ -20,6 +20,7 @@ CASES = [
     ("dqn_atari.py", ["--env-id", "BreakoutDeterministic-v4"], "NoFrameskip"),
     ("dqn_atari.py", ["--buffer-size", 16, "--batch-size", 32], "--buffer-size"),
     ("dqn_atari.py", ["--total-timesteps", 0], "--total-timesteps"),
+    ("dqn_atari.py", ["--buffer-size", 4, "--batch-size", 2], "--buffer-size"),
     ("dqn_atari.py", ["--buffer-device", "cuda", "--no-cuda"], "--buffer-device"),
 ]
 
