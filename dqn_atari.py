@@ -402,7 +402,6 @@ def main(args: Args) -> int:
         "hyperparameters",
         "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
     )
-    print(f"run {run_name} on {device}; logs in runs/{run_name}", flush=True)
 
     n_actions = env.action_space.n
     q_network = QNetwork(n_actions).to(device).to(memory_format=torch.channels_last)
@@ -418,6 +417,7 @@ def main(args: Args) -> int:
     recent_returns = deque(maxlen=20)
     global_step = 0
     interrupted = False
+    print(f"run {run_name} on {device}; logs in runs/{run_name}", flush=True)
     obs, _ = env.reset(seed=args.seed)
     try:
         for global_step in range(args.total_timesteps):

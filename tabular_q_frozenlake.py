@@ -245,7 +245,6 @@ def main(args: Args) -> int:
         "hyperparameters",
         "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
     )
-    print(f"run {run_name}; logs in runs/{run_name}", flush=True)
 
     n_states, n_actions = env.observation_space.n, env.action_space.n
     q_table = np.zeros((n_states, n_actions))
@@ -255,6 +254,7 @@ def main(args: Args) -> int:
     recent_returns = deque(maxlen=1000)
     global_step = 0
     interrupted = False
+    print(f"run {run_name}; logs in runs/{run_name}", flush=True)
     obs, _ = env.reset(seed=args.seed)
     try:
         for global_step in range(args.total_timesteps):
