@@ -38,3 +38,18 @@ def test_cartpole_logs_cleanrl_scalars(run_script, tmp_path):
     [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
     tags = set(EventAccumulator(run_dir).Reload().Tags()["scalars"])
     assert {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/td_loss", "eval/episodic_return"} <= tags
+
+
+def test_atari_capture_video_writes_playable_mp4s(run_script, tmp_path):
+    import cv2
+
+    result = run_script("dqn_atari.py", *SMOKE_RUNS["dqn_atari.py"], "--capture-video")
+    assert result.returncode == 0, result.stderr
+    videos = sorted(glob.glob(str(tmp_path / "videos" / "*" / "game-0.mp4")))
+    assert len(videos) == 2  # the first training game and the first evaluation game
+    for path in videos:
+        capture = cv2.VideoCapture(path)
+        n_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        ok, frame = capture.read()
+        capture.release()
+        assert ok and frame.shape == (210, 160, 3) and n_frames > 4, path
