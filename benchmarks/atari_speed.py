@@ -15,16 +15,16 @@ Results go to benchmarks/results/atari_speed.csv.
 """
 
 import argparse
-import csv
 import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+from results_csv import write_csv  # benchmarks/results_csv.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -149,15 +149,6 @@ def main():
             memory_rows.append({"buffer": f"SB3 optimize_memory_usage={optimize}", "bytes_per_transition": round(b, 1), "gib_per_million": round(b * 1e6 / 2**30, 2)})
         write_csv(opts.out.replace("speed", "memory"), memory_rows)
     print(f"command: python benchmarks/atari_speed.py {' '.join(sys.argv[1:])}")
-
-
-def write_csv(path: str, rows: list[dict]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

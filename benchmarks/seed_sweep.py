@@ -10,13 +10,14 @@ inflated by each other. Prints one line per seed and a summary; writes a CSV to 
 """
 
 import argparse
-import csv
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+
+from results_csv import write_csv  # benchmarks/results_csv.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,12 +64,7 @@ def main():
     passed = sum(row["ok"] for row in rows)
     print(f"{passed}/{len(rows)} seeds meet the target; slowest run {max(row['wall_s'] for row in rows)} s")
     print(f"command: python benchmarks/seed_sweep.py {opts.kind} {' '.join(sys.argv[2:])}")
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    with open(out_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {out_path}")
+    write_csv(out_path, rows)
 
 
 if __name__ == "__main__":
