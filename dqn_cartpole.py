@@ -1,7 +1,8 @@
 """DQN on CartPole-v1 (or any classic-control env with a Box observation and Discrete actions).
 
 Parent: none. The smallest member of the family: the DQN of Mnih et al. 2015 with an MLP, tuned so that
-`python dqn_cartpole.py` holds CartPole at 500 within 50,000 steps, in well under a minute on a laptop CPU.
+`python dqn_cartpole.py` reaches a greedy 500 within 50,000 steps on most seeds (8 of 10 measured), in under
+a minute on a 2-core CPU.
 
 Why the defaults differ from CleanRL's dqn.py (which needs about 250,000 steps to hold 500):
   - a 256x256 MLP and Adam at 2e-3 learn the value function fast; training starts after 1,000 steps and
@@ -58,8 +59,6 @@ class Args:
     """total environment steps"""
     learning_rate: float = 2e-3
     """the learning rate of the Adam optimizer"""
-    anneal_lr: bool = False
-    """if toggled, the learning rate falls linearly to 0 over the run"""
     buffer_size: int = 50_000
     """the replay memory size, in transitions"""
     gamma: float = 0.99
@@ -341,8 +340,6 @@ def main(args: Args) -> int:
 
             if global_step >= args.learning_starts:
                 if global_step % args.train_frequency == 0:
-                    if args.anneal_lr:
-                        optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - global_step / args.total_timesteps)
                     data = rb.sample(args.batch_size, rng, device)
                     with torch.no_grad():
                         td_target = double_dqn_target(q_network(data.next_obs), target_network(data.next_obs), data.rewards, data.terminated, args.gamma)
