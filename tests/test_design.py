@@ -4,6 +4,7 @@ import ast
 import difflib
 import glob
 import os
+import re
 
 import pytest
 
@@ -23,6 +24,10 @@ SHARED_BLOCKS = {
     "Batch": ATARI_SCRIPTS,
     "FrameReplayBuffer": ATARI_SCRIPTS,
     "evaluate": ATARI_SCRIPTS,
+    "Args": ["dqn_atari.py", "double_dqn_atari.py", "dueling_dqn_atari.py"],
+    "check_args": ["dqn_atari.py", "double_dqn_atari.py", "dueling_dqn_atari.py"],
+    "QNetwork": ["dqn_atari.py", "double_dqn_atari.py"],
+    "double_dqn_target": ["double_dqn_atari.py", "dueling_dqn_atari.py", "dqn_cartpole.py"],
 }
 
 
@@ -101,3 +106,16 @@ def test_scripts_run_only_under_main():
             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
                 call = ast.unparse(node.value)
                 assert call.startswith("gym.register_envs"), f"{script} runs {call} at import"
+
+
+def test_every_variant_names_an_existing_parent():
+    """A variant is its parent plus the algorithm: its docstring says which script that is."""
+    for script in ATARI_SCRIPTS:
+        _, tree = parse(script)
+        match = re.search(r"^Parent: (\S+?)[.,]?( |$)", ast.get_docstring(tree), re.MULTILINE)
+        assert match, f"{script}: no 'Parent: ...' line in its docstring"
+        parent = match.group(1)
+        if script == "dqn_atari.py":
+            assert parent == "none"
+        else:
+            assert parent in SCRIPTS and parent != script, f"{script} names {parent!r} as its parent"

@@ -11,6 +11,8 @@ SMOKE_RUNS = {
     "dqn_cartpole.py": ["--no-cuda", "--total-timesteps", 300, "--learning-starts", 100, "--buffer-size", 200, "--batch-size", 8, "--eval-frequency", 100, "--eval-episodes", 2],
     "tabular_q_frozenlake.py": ["--total-timesteps", 2000, "--eval-episodes", 50],
     "dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
+    "double_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
+    "dueling_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
 }
 
 

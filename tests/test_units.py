@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+import double_dqn_atari
 import dqn_atari
 import dqn_cartpole
+import dueling_dqn_atari
 import tabular_q_frozenlake as frozenlake
 
 
@@ -33,6 +35,56 @@ def test_double_dqn_target_lets_the_online_network_pick_and_the_target_network_s
     target = dqn_cartpole.double_dqn_target(next_q_online, next_q_target, rewards, terminated, gamma=0.5)
     # row 0: online picks action 1, target scores it 20; row 1: online picks 0 -> 30 (not the max, 40); row 2: terminal
     torch.testing.assert_close(target, torch.tensor([1.0 + 0.5 * 20.0, 2.0 + 0.5 * 30.0, 3.0]))
+
+
+def test_atari_double_dqn_target_on_terminal_and_truncated_transitions():
+    next_q_online = torch.tensor([[0.0, 9.0, 1.0], [4.0, 1.0, 2.0], [0.0, 0.0, 7.0], [3.0, 0.0, 0.0]])
+    next_q_target = torch.tensor([[2.0, -1.0, 5.0], [1.0, 8.0, 0.0], [6.0, 6.0, 2.0], [-4.0, 9.0, 9.0]])
+    rewards = torch.tensor([1.0, 0.0, -1.0, 1.0])
+    # row 2 ended by a life loss or game over: no bootstrap; row 3 was cut by the time limit (truncated,
+    # so not terminated): it bootstraps like any other step
+    terminated = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    target = double_dqn_atari.double_dqn_target(next_q_online, next_q_target, rewards, terminated, gamma=0.99)
+    # online picks: 1, 0, (2), 0; target values: -1, 1, (ignored), -4. DQN would have used 5, 8, -, 9.
+    torch.testing.assert_close(target, torch.tensor([1.0 - 0.99, 0.99, -1.0, 1.0 - 0.99 * 4.0]))
+
+
+def test_dueling_aggregation_subtracts_the_mean_advantage():
+    value = torch.tensor([[1.0], [-2.0]])
+    advantage = torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 0.0, 0.0, 4.0]])  # means 3 and 1
+    q = dueling_dqn_atari.dueling_q_values(value, advantage)
+    torch.testing.assert_close(q, torch.tensor([[-1.0, 0.0, 1.0, 4.0], [-3.0, -3.0, -3.0, 1.0]]))
+    torch.testing.assert_close(q.mean(dim=1, keepdim=True), value)  # V is the mean of Q over actions
+    # identifiability: a constant added to every advantage of a state leaves Q unchanged
+    shifted = advantage + torch.tensor([[10.0], [-7.5]])
+    torch.testing.assert_close(dueling_dqn_atari.dueling_q_values(value, shifted), q)
+
+
+def test_dueling_network_shape_and_the_scaled_torso_gradient():
+    torch.manual_seed(0)
+    network = dueling_dqn_atari.QNetwork(n_actions=6)
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    assert network(obs).shape == (3, 6)
+
+    def gradients(loss):  # of the last conv layer (torso) and the value stream's hidden layer
+        network.zero_grad()
+        loss.backward()
+        return network.torso[4].weight.grad.clone(), network.value[0].weight.grad.clone()
+
+    torso_scaled, value_scaled = gradients(network(obs).sum())
+    features = network.torso(obs.float() / 255.0)  # the same forward pass without the rescaling
+    torso_plain, value_plain = gradients(dueling_dqn_atari.dueling_q_values(network.value(features), network.advantage(features)).sum())
+    torch.testing.assert_close(torso_scaled, torso_plain / 2**0.5)  # the torso learns at 1/sqrt(2) ...
+    torch.testing.assert_close(value_scaled, value_plain)  # ... the streams at full rate
+    assert dueling_dqn_atari.TORSO_GRADIENT_SCALE == pytest.approx(0.7071, abs=1e-4)
+
+
+def test_scale_gradient_keeps_the_value():
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    y = dueling_dqn_atari.scale_gradient(x, 0.25)
+    torch.testing.assert_close(y, x.detach())
+    (y * torch.tensor([4.0, 8.0])).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([1.0, 2.0]))
 
 
 def test_cartpole_replay_buffer_wraps_around():
