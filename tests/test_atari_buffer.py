@@ -9,10 +9,14 @@ import torch
 ATARI_SCRIPTS = ["dqn_atari"]
 
 
-def play_and_record(module, capacity, n_steps, max_episode_steps, seed=0):
-    """Random play in the real wrapped Breakout; returns the buffer and the transition recorded for each slot."""
+def play_and_record(module, capacity, n_steps, max_episode_steps, seed=0, rb=None, after_each_step=None):
+    """Random play in the real wrapped Breakout; returns the buffer and the transition recorded for each slot.
+
+    rb: a buffer to fill (default: a new FrameReplayBuffer of `capacity`); after_each_step(rb, rng) runs after every add.
+    """
     env = module.make_env("BreakoutNoFrameskip-v4", seed, max_episode_steps=max_episode_steps)
-    rb = module.FrameReplayBuffer(capacity, (84, 84), env.action_space.n, torch.device("cpu"))
+    if rb is None:
+        rb = module.FrameReplayBuffer(capacity, (84, 84), env.action_space.n, torch.device("cpu"))
     rng = np.random.default_rng(seed)
     recorded = {}  # slot -> (obs, action, reward, next_obs, terminated) as the agent saw them
     counts = {"terminated": 0, "truncated": 0, "games": 0}
@@ -25,6 +29,8 @@ def play_and_record(module, capacity, n_steps, max_episode_steps, seed=0):
         counts["terminated"] += terminated
         counts["truncated"] += truncated
         counts["games"] += "episode" in info
+        if after_each_step is not None:
+            after_each_step(rb, rng)
         obs = next_obs if not (terminated or truncated) else env.reset()[0]
     env.close()
     return rb, recorded, counts

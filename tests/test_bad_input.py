@@ -26,6 +26,10 @@ CASES = [
     ("double_dqn_atari.py", ["--buffer-size", 16, "--batch-size", 32], "--buffer-size"),
     ("dueling_dqn_atari.py", ["--env-id", "ALE/Breakout-v5"], "NoFrameskip"),
     ("dueling_dqn_atari.py", ["--total-timesteps", -3], "--total-timesteps"),
+    ("per_dqn_atari.py", ["--env-id", "Pendulum-v1"], "not an Atari environment"),
+    ("per_dqn_atari.py", ["--alpha", -0.5], "--alpha"),
+    ("per_dqn_atari.py", ["--beta-start", 1.5], "--beta-start"),
+    ("per_dqn_atari.py", ["--priority-epsilon", 0], "--priority-epsilon"),
 ]
 
 

@@ -26,8 +26,8 @@ SHARED_BLOCKS = {
     "evaluate": ATARI_SCRIPTS,
     "Args": ["dqn_atari.py", "double_dqn_atari.py", "dueling_dqn_atari.py"],
     "check_args": ["dqn_atari.py", "double_dqn_atari.py", "dueling_dqn_atari.py"],
-    "QNetwork": ["dqn_atari.py", "double_dqn_atari.py"],
-    "double_dqn_target": ["double_dqn_atari.py", "dueling_dqn_atari.py", "dqn_cartpole.py"],
+    "QNetwork": ["dqn_atari.py", "double_dqn_atari.py", "per_dqn_atari.py"],
+    "double_dqn_target": ["double_dqn_atari.py", "dueling_dqn_atari.py", "per_dqn_atari.py", "dqn_cartpole.py"],
 }
 
 

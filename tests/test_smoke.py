@@ -13,6 +13,7 @@ SMOKE_RUNS = {
     "dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
     "double_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
     "dueling_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
+    "per_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
 }
 
 
