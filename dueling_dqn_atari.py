@@ -249,8 +249,8 @@ def dueling_q_values(value: torch.Tensor, advantage: torch.Tensor) -> torch.Tens
 
 def double_dqn_target(next_q_online: torch.Tensor, next_q_target: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
     """r + gamma * Q_target(s', argmax_a Q_online(s', a)); a termination ends the sum, a truncation still bootstraps."""
-    next_actions = next_q_online.argmax(dim=1, keepdim=True)
-    return rewards + gamma * next_q_target.gather(1, next_actions).squeeze(1) * (1.0 - terminated)
+    next_actions = next_q_online.argmax(dim=-1, keepdim=True)
+    return rewards + gamma * next_q_target.gather(-1, next_actions).squeeze(-1) * (1.0 - terminated)
 
 
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:

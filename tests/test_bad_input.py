@@ -30,6 +30,10 @@ CASES = [
     ("per_dqn_atari.py", ["--alpha", -0.5], "--alpha"),
     ("per_dqn_atari.py", ["--beta-start", 1.5], "--beta-start"),
     ("per_dqn_atari.py", ["--priority-epsilon", 0], "--priority-epsilon"),
+    ("bootstrapped_dqn_atari.py", ["--env-id", "NoSuchEnv-v0"], "unknown --env-id"),
+    ("bootstrapped_dqn_atari.py", ["--n-heads", 0], "--n-heads"),
+    ("bootstrapped_dqn_atari.py", ["--mask-prob", 0], "--mask-prob"),
+    ("bootstrapped_dqn_atari.py", ["--mask-prob", 1.5], "--mask-prob"),
 ]
 
 

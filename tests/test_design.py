@@ -23,11 +23,12 @@ SHARED_BLOCKS = {
     "make_env": ATARI_SCRIPTS,
     "Batch": ATARI_SCRIPTS,
     "FrameReplayBuffer": ATARI_SCRIPTS,
-    "evaluate": ATARI_SCRIPTS,
+    "evaluate": [script for script in ATARI_SCRIPTS if script != "bootstrapped_dqn_atari.py"],  # it evaluates by vote
     "Args": ["dqn_atari.py", "double_dqn_atari.py", "dueling_dqn_atari.py"],
     "check_args": ["dqn_atari.py", "double_dqn_atari.py", "dueling_dqn_atari.py"],
     "QNetwork": ["dqn_atari.py", "double_dqn_atari.py", "per_dqn_atari.py"],
-    "double_dqn_target": ["double_dqn_atari.py", "dueling_dqn_atari.py", "per_dqn_atari.py", "dqn_cartpole.py"],
+    "double_dqn_target": ["double_dqn_atari.py", "dueling_dqn_atari.py", "per_dqn_atari.py", "bootstrapped_dqn_atari.py", "dqn_cartpole.py"],
+    "scale_gradient": ["dueling_dqn_atari.py", "bootstrapped_dqn_atari.py"],
 }
 
 

@@ -14,6 +14,7 @@ SMOKE_RUNS = {
     "double_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
     "dueling_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
     "per_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
+    "bootstrapped_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1, "--n-heads", 3, "--mask-prob", 0.5],
 }
 
 
