@@ -395,19 +395,21 @@ class SumTree:
         nodes = slots + self.n_leaves
         self.nodes[nodes] = priorities
         for _ in range(self.depth):  # recompute each ancestor from its two children
-            nodes = nodes >> 1
-            self.nodes[nodes] = self.nodes[2 * nodes] + self.nodes[2 * nodes + 1]
+            nodes >>= 1
+            left = nodes << 1
+            self.nodes[nodes] = self.nodes[left] + self.nodes[left + 1]
 
     def find(self, mass: np.ndarray) -> np.ndarray:
         """The slot whose share of the cumulative priority contains each mass in [0, total)."""
+        mass = mass.copy()
         nodes = np.ones(len(mass), dtype=np.int64)
         for _ in range(self.depth):
-            left = 2 * nodes
-            left_mass = self.nodes[left]
-            # an empty right subtree is never entered, so rounding cannot land on a slot of priority 0
-            go_right = (mass >= left_mass) & (self.nodes[left + 1] > 0)
-            mass = mass - left_mass * go_right
-            nodes = left + go_right
+            nodes <<= 1  # the left child
+            left_mass = self.nodes[nodes]
+            go_right = mass >= left_mass
+            go_right &= self.nodes[nodes + 1] > 0  # never into an empty subtree, whatever the rounding
+            np.subtract(mass, left_mass, out=mass, where=go_right)
+            nodes += go_right
         return nodes - self.n_leaves
 
 

@@ -58,6 +58,14 @@ def test_tree_stays_consistent_after_many_updates_with_duplicates():
     assert tree.nodes[tree.n_leaves + 1000 :].sum() == 0.0
 
 
+def test_find_never_lands_on_a_slot_of_priority_zero():
+    tree = per.SumTree(4)
+    tree.update(np.arange(4), np.array([0.3, 0.0, 0.7, 0.0]))
+    # masses at the edges, and past the total as rounding could make them
+    masses = np.array([0.0, 0.3 - 1e-12, 0.3, 1.0 - 1e-12, 1.0, 1.0 + 1e-9])
+    np.testing.assert_array_equal(tree.find(masses), [0, 0, 2, 2, 2, 2])
+
+
 def test_a_duplicate_slot_ends_with_one_of_its_values():
     tree = per.SumTree(8)
     tree.update(np.array([3, 5, 3]), np.array([1.0, 2.0, 7.0]))
