@@ -1,6 +1,7 @@
 """Bootstrapped DQN on Atari: Osband, Blundell, Pritzel and Van Roy 2016, "Deep Exploration via Bootstrapped DQN".
 
-Parent: double_dqn_atari.py (each head learns with Double-DQN targets, as the paper's Atari agent did). What changes:
+Parent: double_dqn_atari.py. Each head learns with its own Double-DQN target (its online head picks the next
+action, its target head scores it), which is how this project reads the paper's Atari agent. What changes:
 - the network: K heads (default 10), each the Nature 512-unit hidden layer and output, on one shared Nature
   conv torso. All heads run as one batched operation: one matrix product for the hidden layers, one batched
   product (einsum) for the outputs;
