@@ -84,8 +84,9 @@ def main():
     print(f"{'steps':>12} {'games':>6} {'mean return':>12}")
     for row in summarize(games, opts.bin, opts.total):
         print(f"{row['steps']:>12} {row['games']:>6} {row['mean_return'] if row['mean_return'] is not None else '-':>12}")
-    last20 = [value for _, value in games[-20:]]
-    print(f"last 20 games: mean {np.mean(last20):.1f} (steps {games[-20][0]:,}-{games[-1][0]:,}); {len(games)} games in all")
+    last20 = games[-20:]
+    if last20:
+        print(f"last {len(last20)} games: mean {np.mean([value for _, value in last20]):.1f} (steps {last20[0][0]:,}-{last20[-1][0]:,}); {len(games)} games in all")
     if evaluation:
         print(f"evaluation: {len(evaluation)} games, mean {np.mean(evaluation):.1f}, scores {evaluation}")
 
