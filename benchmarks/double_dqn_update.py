@@ -20,12 +20,15 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import double_dqn_atari as double  # noqa: E402
 
+from results_csv import write_csv  # noqa: E402  (benchmarks/results_csv.py)
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "double_dqn_update.csv"))
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
     torch.manual_seed(0)
@@ -69,6 +72,7 @@ def main():
             times[name].append((time.perf_counter() - start) / opts.updates * 1e3)
     for name, runs in times.items():
         print(f"{name:<52} {statistics.median(runs):6.1f} ms per update  (rounds: {' '.join(f'{r:.1f}' for r in runs)})")
+    write_csv(opts.out, [{"update": name, "median_ms": round(statistics.median(runs), 2), "rounds_ms": " ".join(f"{r:.2f}" for r in runs), "threads": opts.threads} for name, runs in times.items()])
     print(f"command: python benchmarks/double_dqn_update.py {' '.join(sys.argv[1:])}")
 
 

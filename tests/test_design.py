@@ -120,3 +120,19 @@ def test_every_variant_names_an_existing_parent():
             assert parent == "none"
         else:
             assert parent in SCRIPTS and parent != script, f"{script} names {parent!r} as its parent"
+
+
+def test_atari_scripts_log_and_report_alike():
+    """The logging of dqn_atari.py's loop (TensorBoard scalars and terminal lines) is in every Atari variant,
+    line for line; a variant may log more, never less or differently."""
+    def logging_lines(script):  # every print(...) and writer.add_...(...) call in main(), whole
+        main = ast.parse(block_source(script, "main"))
+        calls = [node for node in ast.walk(main) if isinstance(node, ast.Call)]
+        return [ast.unparse(call) for call in calls if ast.unparse(call.func) == "print" or ast.unparse(call.func).startswith("writer.add_")]
+
+    reference = logging_lines("dqn_atari.py")
+    assert len(reference) > 8
+    for script in ATARI_SCRIPTS:
+        lines = set(logging_lines(script))
+        missing = [line for line in reference if line not in lines]
+        assert not missing, f"{script} logs differently from dqn_atari.py; first missing line: {missing[0]!r}"
