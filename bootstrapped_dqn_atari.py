@@ -4,7 +4,7 @@ Parent: double_dqn_atari.py. Each head learns with its own Double-DQN target (it
 action, its target head scores it), which is how this project reads the paper's Atari agent. What changes:
 - the network: K heads (default 10), each the Nature 512-unit hidden layer and output, on one shared Nature
   conv torso. All heads run as one batched operation: one matrix product for the hidden layers, one batched
-  product (einsum) for the outputs;
+  product (einsum) for the outputs. Acting computes the acting head alone;
 - exploration: at the start of every whole game one head is drawn uniformly and the agent acts greedily with
   it until the game ends. Following one randomly drawn value function for a whole game is the paper's "deep"
   exploration, so epsilon is 0 by default (the flags still work). Before --learning-starts the untrained heads
@@ -244,15 +244,23 @@ class QNetwork(nn.Module):
         self.out_weight = nn.Parameter(torch.empty(n_heads, 512, n_actions).uniform_(-bound, bound))
         self.out_bias = nn.Parameter(torch.empty(n_heads, n_actions).uniform_(-bound, bound))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Q-values of every head: (batch, n_heads, n_actions)."""
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
         # frames stay uint8 until here; channels-last is the faster layout for these convolutions,
         # and changing the layout before converting to float moves 4 times fewer bytes
         x = obs.contiguous(memory_format=torch.channels_last).float().div_(255.0)
         # K heads each send their gradient into the torso; the paper normalizes the sum by 1/K
-        features = scale_gradient(self.torso(x), 1.0 / self.n_heads)
-        hidden = F.relu(self.hidden(features)).view(len(obs), self.n_heads, 512)
+        return scale_gradient(self.torso(x), 1.0 / self.n_heads)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q-values of every head: (batch, n_heads, n_actions)."""
+        hidden = F.relu(self.hidden(self.features(obs))).view(len(obs), self.n_heads, 512)
         return torch.einsum("bkh,kha->bka", hidden, self.out_weight) + self.out_bias
+
+    def head_q_values(self, obs: torch.Tensor, head: int) -> torch.Tensor:
+        """Q-values of one head only, (batch, n_actions): acting reads that head's weights and not the other K - 1."""
+        units = slice(head * 512, (head + 1) * 512)
+        hidden = F.relu(F.linear(self.features(obs), self.hidden.weight[units], self.hidden.bias[units]))
+        return hidden @ self.out_weight[head] + self.out_bias[head]
 
 
 def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -516,7 +524,7 @@ def main(args: Args) -> int:
                 action = int(rng.integers(n_actions))
             else:
                 with torch.inference_mode():
-                    action = int(q_network(torch.from_numpy(obs).to(device)[None])[0, acting.head].argmax().item())
+                    action = int(q_network.head_q_values(torch.from_numpy(obs).to(device)[None], acting.head).argmax().item())
 
             next_obs, reward, terminated, truncated, info = env.step(action)
             if "episode" in info:  # a whole game ended: its unclipped score

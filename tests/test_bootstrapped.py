@@ -37,6 +37,14 @@ def test_network_gives_every_head_its_q_values(network_and_batch):
     assert network(obs).shape == (5, N_HEADS, 4)
 
 
+def test_one_heads_q_values_are_that_head_of_the_full_forward(network_and_batch):
+    network, obs, _, _ = network_and_batch
+    with torch.no_grad():
+        every_head = network(obs)
+        for k in range(N_HEADS):
+            torch.testing.assert_close(network.head_q_values(obs, k), every_head[:, k])
+
+
 def test_a_head_gets_no_gradient_from_transitions_its_mask_excludes(network_and_batch):
     network, obs, actions, td_target = network_and_batch
     masks = torch.ones(5, N_HEADS)
