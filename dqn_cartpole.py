@@ -1,8 +1,8 @@
 """DQN on CartPole-v1 (or any classic-control env with a Box observation and Discrete actions).
 
 Parent: none. The smallest member of the family: the DQN of Mnih et al. 2015 with an MLP, tuned so that
-`python dqn_cartpole.py` reaches a greedy 500 within 50,000 steps on most seeds (8 of 10 measured), in under
-a minute on a 2-core CPU.
+`python dqn_cartpole.py` reaches a greedy 500 within 50,000 steps (measured: 10 of 10 seeds, and 10 more held
+out), in under a minute on a 2-core CPU.
 
 Why the defaults differ from CleanRL's dqn.py (which needs about 250,000 steps to hold 500):
   - a 256x256 MLP and Adam at 2e-3 learn the value function fast; training starts after 1,000 steps and
@@ -11,7 +11,11 @@ Why the defaults differ from CleanRL's dqn.py (which needs about 250,000 steps t
     a copy every 500 steps, so targets move smoothly;
   - Double-DQN targets (the online network picks the next action, the target network scores it) remove
     the overestimation that makes CartPole's Q-values drift once the pole stays up;
-  - the Huber loss and gradient-norm clipping at 10 bound the step after a rare large TD error;
+  - epsilon falls from 1 to 0.02 over the first 5,000 steps (10% of the run): CartPole needs little random
+    exploration, and the replay then fills sooner with the agent's own long episodes;
+  - the Huber loss and gradient-norm clipping at 1 bound the step after a rare large TD error, so one bad
+    batch cannot undo a network that already balances the pole. Measured on seeds 1-10: with epsilon over
+    20% and clipping at 10, 8 seeds reached 475; either change alone made it 9, both together 10;
   - DQN on CartPole still forgets now and then, so every 5,000 steps 5 greedy episodes check the network,
     and the best one is kept for the end, as SB3's EvalCallback keeps its best model (--eval-frequency 0
     keeps the last network instead).
@@ -73,13 +77,13 @@ class Args:
     """the starting epsilon for exploration"""
     end_e: float = 0.02
     """the ending epsilon for exploration"""
-    exploration_fraction: float = 0.2
+    exploration_fraction: float = 0.1
     """the fraction of `total_timesteps` it takes to go from start_e to end_e"""
     learning_starts: int = 1_000
     """the step at which learning starts"""
     train_frequency: int = 4
     """the number of steps between gradient updates"""
-    max_grad_norm: float = 10.0
+    max_grad_norm: float = 1.0
     """the gradient-norm clipping threshold"""
     eval_frequency: int = 5_000
     """steps between greedy checks during training (5 episodes each); the best network so far is kept and used at the end (0: use the last network)"""
