@@ -131,7 +131,8 @@ def main():
     for name in contenders:
         median = statistics.median(sps[name])
         ratio_to_sb3 = median / statistics.median(sps["sb3"]) if "sb3" in sps else float("nan")
-        print(f"  {name:<28} {median:7.1f} SPS   x{ratio_to_sb3:.2f} of SB3   x{median / reference:.2f} of {contenders[0]}")
+        versus_sb3 = f"   x{ratio_to_sb3:.2f} of SB3" if "sb3" in sps else ""
+        print(f"  {name:<28} {median:7.1f} SPS{versus_sb3}   x{median / reference:.2f} of {contenders[0]}")
         rows.append({"contender": name, "median_training_sps": round(median, 1), "runs": " ".join(f"{v:.1f}" for v in sps[name]),
                      "ratio_to_sb3": round(ratio_to_sb3, 3), "ratio_to_first": round(median / reference, 3), "device": opts.device})
 
