@@ -24,10 +24,11 @@ What is here, top to bottom: the arguments, the Atari preprocessing (SB3's wrapp
 built on OpenCV, the network with K heads, a replay buffer that stores every frame once and its masked version,
 evaluation by vote, and the loop.
 Logs go to runs/{run_name} (`tensorboard --logdir runs`), with CleanRL's scalar names.
+
+Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies (full text: LICENSE).
 """
 
 import os
-import random
 import sys
 import time
 from collections import deque
@@ -53,6 +54,8 @@ from stable_baselines3.common.atari_wrappers import (
 from torch.utils.tensorboard import SummaryWriter
 
 gym.register_envs(ale_py)  # gymnasium 1.x knows the Atari ids only after this
+
+FRAME_STACK = 4  # an observation is the last 4 frames
 
 
 @dataclass
@@ -182,14 +185,42 @@ class RecordGames(gym.Wrapper):
         super().close()
 
 
-FRAME_STACK = 4
+class ReportGamesEndedInReset(gym.Wrapper):
+    """Pass on the record of a game that ended inside reset(), where SB3's wrappers would drop it.
+
+    EpisodicLifeEnv takes a no-op step in reset() after a lost life, and FireResetEnv presses FIRE there; both
+    throw that step's info away. When a time limit lands on such a step, the game ends there and its
+    info["episode"] never reaches the loop. This outermost wrapper sees the game count go up during a reset
+    and hands that game's record to the loop with the next step's info.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.stats = env
+        while not isinstance(self.stats, gym.wrappers.RecordEpisodeStatistics):
+            self.stats = self.stats.env
+        self.pending = []  # records of games that ended in a reset, not yet reported, oldest first
+
+    def reset(self, **kwargs):
+        games_before = self.stats.episode_count
+        obs, info = self.env.reset(**kwargs)
+        for k in range(min(self.stats.episode_count - games_before, len(self.stats.return_queue)), 0, -1):
+            self.pending.append({"r": self.stats.return_queue[-k], "l": self.stats.length_queue[-k], "t": self.stats.time_queue[-k]})
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.pending and "episode" not in info:
+            info = {**info, "episode": self.pending.pop(0)}
+        return obs, reward, terminated, truncated, info
+
 
 
 def make_env(env_id: str, seed: int, video_folder: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
     """The Nature-DQN preprocessing: observations are the last 4 grey 84x84 frames, as uint8 (4, 84, 84).
 
     A step is 4 emulator frames (max-pooled over the last two), rewards are clipped to their sign, and a lost
-    life ends the learning episode while the game goes on; `info["episode"]` reports whole games.
+    life ends the learning episode while the game goes on; `info["episode"]` reports every whole game.
     `max_episode_steps` (in emulator frames) cuts games short, as a truncation.
     """
     try:
@@ -215,6 +246,7 @@ def make_env(env_id: str, seed: int, video_folder: str | None = None, max_episod
     env = ClipRewardEnv(env)
     env = gym.wrappers.ReshapeObservation(env, (84, 84))
     env = gym.wrappers.FrameStackObservation(env, FRAME_STACK)  # a new episode starts as 4 copies of its first frame
+    env = ReportGamesEndedInReset(env)
     env.action_space.seed(seed)
     return env
 
@@ -268,14 +300,14 @@ def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
     return x * scale + x.detach() * (1.0 - scale)
 
 
-def masked_head_loss(q_taken: torch.Tensor, td_target: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """The sum over heads of each head's mean squared TD error over the transitions its mask includes.
+def masked_head_losses(q_taken: torch.Tensor, td_target: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Each head's mean squared TD error over the transitions its mask includes: (n_heads,).
 
     q_taken, td_target and masks are (batch, n_heads); the mask multiplies each squared error before any
     averaging, so a transition a head's mask excludes sends that head no gradient.
     """
     squared_errors = (q_taken - td_target).pow(2) * masks
-    return (squared_errors.sum(dim=0) / masks.sum(dim=0).clamp(min=1.0)).sum()
+    return squared_errors.sum(dim=0) / masks.sum(dim=0).clamp(min=1.0)
 
 
 def vote(q_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -384,9 +416,6 @@ class FrameReplayBuffer:
         self.continues_episode = not (terminated or truncated)
         return i
 
-    def num_transitions(self) -> int:
-        return int(self._is_valid(np.arange(self.size)).sum())
-
     def _is_valid(self, i: np.ndarray) -> np.ndarray:
         # once the buffer wraps, the oldest slots' earlier frames may be overwritten by new ones
         age = (self.pos - 1 - i) % self.capacity  # 0 for the newest slot
@@ -488,8 +517,6 @@ def main(args: Args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     rng = np.random.default_rng(args.seed)
@@ -541,16 +568,18 @@ def main(args: Args) -> int:
                 if global_step % args.train_frequency == 0:
                     if training_start_time is None:
                         training_start_time, training_start_step = time.time(), global_step
+                    # unlike the parent's, this buffer's sample() (through its get()) also returns the batch's masks
                     data, masks = rb.sample(args.batch_size, rng, device)
                     with torch.no_grad():
                         next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)
                         # every head's own Double-DQN target: (batch, n_heads)
                         td_target = double_dqn_target(next_q_online, next_q_target, data.rewards[:, None], data.terminated[:, None], args.gamma)
                     q_taken = q_network(data.obs).gather(2, data.actions[:, None, None].expand(-1, args.n_heads, 1)).squeeze(2)
-                    loss = masked_head_loss(q_taken, td_target, masks)
+                    head_losses = masked_head_losses(q_taken, td_target, masks)
+                    loss = head_losses.mean()  # logged: one head's loss on average, the scale the other scripts log
 
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    head_losses.sum().backward()  # every head learns from its own loss; the torso's 1/K is in the network
                     optimizer.step()
 
                     if global_step % 100 == 0:
@@ -560,8 +589,9 @@ def main(args: Args) -> int:
                         writer.add_scalar("charts/epsilon", epsilon, global_step)
 
                 if global_step % args.target_network_frequency == 0:
-                    for target_param, param in zip(target_network.parameters(), q_network.parameters()):
-                        target_param.data.copy_(args.tau * param.data + (1.0 - args.tau) * target_param.data)
+                    with torch.no_grad():
+                        for target_param, param in zip(target_network.parameters(), q_network.parameters()):
+                            target_param.lerp_(param, args.tau)  # target <- target + tau * (online - target)
 
             if time.time() - last_print > 10:
                 last_print = time.time()

@@ -15,10 +15,11 @@ settings) is not taken, so the three Atari scripts run with the same flags.
 What is here, top to bottom: the arguments, the Atari preprocessing (SB3's wrappers), a video recorder
 built on OpenCV, the dueling network, a replay buffer that stores every frame once, evaluation, and the loop.
 Logs go to runs/{run_name} (`tensorboard --logdir runs`), with CleanRL's scalar names.
+
+Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies (full text: LICENSE).
 """
 
 import os
-import random
 import sys
 import time
 from collections import deque
@@ -44,6 +45,8 @@ from stable_baselines3.common.atari_wrappers import (
 from torch.utils.tensorboard import SummaryWriter
 
 gym.register_envs(ale_py)  # gymnasium 1.x knows the Atari ids only after this
+
+FRAME_STACK = 4  # an observation is the last 4 frames
 
 
 @dataclass
@@ -167,14 +170,42 @@ class RecordGames(gym.Wrapper):
         super().close()
 
 
-FRAME_STACK = 4
+class ReportGamesEndedInReset(gym.Wrapper):
+    """Pass on the record of a game that ended inside reset(), where SB3's wrappers would drop it.
+
+    EpisodicLifeEnv takes a no-op step in reset() after a lost life, and FireResetEnv presses FIRE there; both
+    throw that step's info away. When a time limit lands on such a step, the game ends there and its
+    info["episode"] never reaches the loop. This outermost wrapper sees the game count go up during a reset
+    and hands that game's record to the loop with the next step's info.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.stats = env
+        while not isinstance(self.stats, gym.wrappers.RecordEpisodeStatistics):
+            self.stats = self.stats.env
+        self.pending = []  # records of games that ended in a reset, not yet reported, oldest first
+
+    def reset(self, **kwargs):
+        games_before = self.stats.episode_count
+        obs, info = self.env.reset(**kwargs)
+        for k in range(min(self.stats.episode_count - games_before, len(self.stats.return_queue)), 0, -1):
+            self.pending.append({"r": self.stats.return_queue[-k], "l": self.stats.length_queue[-k], "t": self.stats.time_queue[-k]})
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.pending and "episode" not in info:
+            info = {**info, "episode": self.pending.pop(0)}
+        return obs, reward, terminated, truncated, info
+
 
 
 def make_env(env_id: str, seed: int, video_folder: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
     """The Nature-DQN preprocessing: observations are the last 4 grey 84x84 frames, as uint8 (4, 84, 84).
 
     A step is 4 emulator frames (max-pooled over the last two), rewards are clipped to their sign, and a lost
-    life ends the learning episode while the game goes on; `info["episode"]` reports whole games.
+    life ends the learning episode while the game goes on; `info["episode"]` reports every whole game.
     `max_episode_steps` (in emulator frames) cuts games short, as a truncation.
     """
     try:
@@ -200,12 +231,17 @@ def make_env(env_id: str, seed: int, video_folder: str | None = None, max_episod
     env = ClipRewardEnv(env)
     env = gym.wrappers.ReshapeObservation(env, (84, 84))
     env = gym.wrappers.FrameStackObservation(env, FRAME_STACK)  # a new episode starts as 4 copies of its first frame
+    env = ReportGamesEndedInReset(env)
     env.action_space.seed(seed)
     return env
 
 
 # ---------------------------------------------------------------------------------------------------
 # Agent
+
+
+TORSO_GRADIENT_SCALE = 2**-0.5  # two streams send gradient into the torso; the paper rescales their sum by 1/sqrt(2)
+MAX_GRAD_NORM = 10.0  # the paper clips the gradient's global norm to 10
 
 
 class QNetwork(nn.Module):
@@ -231,10 +267,6 @@ class QNetwork(nn.Module):
         x = obs.contiguous(memory_format=torch.channels_last).float().div_(255.0)
         features = scale_gradient(self.torso(x), TORSO_GRADIENT_SCALE)
         return dueling_q_values(self.value(features), self.advantage(features))
-
-
-TORSO_GRADIENT_SCALE = 2**-0.5  # two streams send gradient into the torso; the paper rescales their sum by 1/sqrt(2)
-MAX_GRAD_NORM = 10.0  # the paper clips the gradient's global norm to 10
 
 
 def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -328,9 +360,6 @@ class FrameReplayBuffer:
         self.continues_episode = not (terminated or truncated)
         return i
 
-    def num_transitions(self) -> int:
-        return int(self._is_valid(np.arange(self.size)).sum())
-
     def _is_valid(self, i: np.ndarray) -> np.ndarray:
         # once the buffer wraps, the oldest slots' earlier frames may be overwritten by new ones
         age = (self.pos - 1 - i) % self.capacity  # 0 for the newest slot
@@ -413,8 +442,6 @@ def main(args: Args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     rng = np.random.default_rng(args.seed)
@@ -483,8 +510,9 @@ def main(args: Args) -> int:
                         writer.add_scalar("charts/epsilon", epsilon, global_step)
 
                 if global_step % args.target_network_frequency == 0:
-                    for target_param, param in zip(target_network.parameters(), q_network.parameters()):
-                        target_param.data.copy_(args.tau * param.data + (1.0 - args.tau) * target_param.data)
+                    with torch.no_grad():
+                        for target_param, param in zip(target_network.parameters(), q_network.parameters()):
+                            target_param.lerp_(param, args.tau)  # target <- target + tau * (online - target)
 
             if time.time() - last_print > 10:
                 last_print = time.time()

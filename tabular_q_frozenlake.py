@@ -13,10 +13,11 @@ of reaching the goal within the episode's step limit, computed from the model. I
 best success rate any policy can reach within that limit, the ceiling of both.
 
     python tabular_q_frozenlake.py --map-name 8x8 --total-timesteps 3000000   # 8x8 needs about 6x the default steps
+
+Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies (full text: LICENSE).
 """
 
 import os
-import random
 import sys
 import time
 from collections import deque
@@ -238,7 +239,6 @@ def main(args: Args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    random.seed(args.seed)
     rng = np.random.default_rng(args.seed)
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(

@@ -86,7 +86,7 @@ def our_bytes_per_transition(env_id: str, capacity: int) -> tuple[float, int, in
         obs = next_obs if not (terminated or truncated) else env.reset()[0]
     arrays = (rb.episode_step, rb.actions, rb.rewards, rb.terminated, rb.has_next)
     total = rb.frames.nbytes + sum(array.nbytes for array in arrays)
-    transitions = rb.num_transitions()
+    transitions = int(rb._is_valid(np.arange(rb.size)).sum())
     return total / transitions, total, transitions
 
 

@@ -78,7 +78,7 @@ def main():
                 rb.add(frames, 0, 0.0, frames, terminated=step == length - 1, truncated=False)
         every_other = np.flatnonzero(rb._is_valid(np.arange(rb.size)))[::2]
         rb.update_priorities(every_other, rng.exponential(size=len(every_other)))  # spread the priorities
-        print(f"  {rb.num_transitions():,} transitions stored in {rb.size:,} slots", flush=True)
+        print(f"  {int(rb._is_valid(np.arange(rb.size)).sum()):,} transitions stored in {rb.size:,} slots", flush=True)
         cpu = torch.device("cpu")
 
         def buffer_sample_and_update():
@@ -91,7 +91,7 @@ def main():
         for name, operation in (("buffer: prioritized sample + update_priorities", buffer_sample_and_update), ("buffer: uniform sample (the parent's)", uniform_sample)):
             median, runs = time_per_call(operation, opts.calls // 4, opts.rounds)
             print(f"{name:<48} {median:.3f} ms  (rounds: {' '.join(f'{r:.3f}' for r in runs)})")
-            rows.append({"operation": name, "transitions": rb.num_transitions(), "batch": batch, "median_ms": round(median, 4), "rounds_ms": " ".join(f"{r:.4f}" for r in runs)})
+            rows.append({"operation": name, "transitions": int(rb._is_valid(np.arange(rb.size)).sum()), "batch": batch, "median_ms": round(median, 4), "rounds_ms": " ".join(f"{r:.4f}" for r in runs)})
         tree_bytes = rb.tree.nodes.nbytes
         print(f"memory: the tree adds {tree_bytes / rb.capacity:.1f} bytes per slot ({tree_bytes / 2**20:.0f} MiB for {rb.capacity:,} slots)")
 

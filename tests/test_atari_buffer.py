@@ -81,6 +81,58 @@ def test_smallest_allowed_buffer_always_has_a_transition_to_sample(script):
         action = int(rng.integers(env.action_space.n))
         next_obs, reward, terminated, truncated, _ = env.step(action)
         rb.add(obs, action, reward, next_obs, terminated, truncated)
-        assert rb.num_transitions() >= 1
+        assert rb._is_valid(np.arange(rb.size)).any()
         obs = next_obs if not (terminated or truncated) else env.reset()[0]
     env.close()
+
+
+def test_a_truncated_transition_keeps_its_final_observation_where_sb3s_memory_optimized_buffer_loses_it():
+    """CleanRL's dqn_atari.py uses SB3's ReplayBuffer with optimize_memory_usage=True, which stores a transition's
+    next observation in the slot of the next transition's observation. After a truncation (stored as not done, so
+    it bootstraps), the next episode's first observation overwrites it: the transition then bootstraps from the
+    wrong state. The frame-once buffer keeps the final observation in a slot of its own."""
+    import gymnasium as gym
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    import dqn_atari
+
+    def stack(*frames):  # a (4, 84, 84) observation from 4 frame values, oldest first
+        return np.stack([np.full((84, 84), v, dtype=np.uint8) for v in frames])
+
+    first, final = stack(1, 1, 1, 1), stack(1, 1, 1, 2)  # an episode of one step, cut by the time limit
+    reset, after_reset = stack(9, 9, 9, 9), stack(9, 9, 9, 8)  # the next episode's first step
+
+    sb3 = ReplayBuffer(10, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4), "cpu", optimize_memory_usage=True, handle_timeout_termination=False)
+    sb3.add(first, final, np.array([0]), np.array([0.0]), np.array([False]), [{}])  # done = terminated, as CleanRL passes it
+    sb3.add(reset, after_reset, np.array([1]), np.array([0.0]), np.array([False]), [{}])
+    sb3_next_obs = sb3._get_samples(np.array([0])).next_observations[0].numpy()
+    np.testing.assert_array_equal(sb3_next_obs, reset)  # SB3 bootstraps the truncated step from the next episode's start
+
+    ours = dqn_atari.FrameReplayBuffer(10, (84, 84), 4, torch.device("cpu"))
+    slot = ours.add(first, 0, 0.0, final, terminated=False, truncated=True)
+    ours.add(reset, 1, 0.0, after_reset, terminated=False, truncated=False)
+    batch = ours.get(np.array([slot]), torch.device("cpu"))
+    np.testing.assert_array_equal(batch.next_obs[0].numpy(), final)  # ours bootstraps from the state it reached
+    assert batch.terminated[0].item() == 0.0
+
+
+@pytest.mark.parametrize("max_episode_steps", [106, 127, 225, 246])
+def test_every_game_is_reported_even_when_it_ends_inside_a_reset(max_episode_steps):
+    """A time limit (in emulator frames) that lands on EpisodicLifeEnv's no-op step or FireResetEnv's FIRE step ends
+    the game inside reset(), where SB3's wrappers drop its info; every finished game must still reach the loop."""
+    import dqn_atari
+
+    env = dqn_atari.make_env("BreakoutNoFrameskip-v4", 0, max_episode_steps=max_episode_steps)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    reported, ended_in_reset = [], 0
+    for _ in range(800):
+        _, _, terminated, truncated, info = env.step(int(rng.integers(env.action_space.n)))
+        if "episode" in info:
+            reported.append(float(info["episode"]["r"]))
+        if terminated or truncated:
+            env.reset()
+            ended_in_reset += len(env.pending)  # games the SB3 wrappers would have dropped
+    assert ended_in_reset >= 1  # the case this is about happened
+    finished = env.stats.episode_count - len(env.pending)
+    assert len(reported) == finished and reported == list(env.stats.return_queue)[-finished:][: len(reported)]

@@ -1,4 +1,4 @@
-"""Bad input ends with one clear line on stderr and a non-zero exit, never a traceback."""
+"""Bad input ends with one `error:` line on stderr and exit code 2, never a traceback."""
 
 import pytest
 
@@ -40,7 +40,7 @@ CASES = [
 @pytest.mark.parametrize("script,flags,message", CASES, ids=[f"{s}:{' '.join(map(str, f))}" for s, f, _ in CASES])
 def test_bad_input_is_one_clear_line(script, flags, message, run_script):
     result = run_script(script, *flags, timeout=60)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1, result.stderr

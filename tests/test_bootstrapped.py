@@ -23,7 +23,7 @@ def loss_and_head_gradients(network, obs, actions, td_target, masks):
     """The masked loss, and for each head the gradients of its own parameters (hidden rows, output layer)."""
     network.zero_grad()
     q_taken = network(obs).gather(2, actions[:, None, None].expand(-1, N_HEADS, 1)).squeeze(2)
-    loss = boot.masked_head_loss(q_taken, td_target, masks)
+    loss = boot.masked_head_losses(q_taken, td_target, masks).sum()  # what the loop backpropagates
     loss.backward()
     rows = lambda grad, k: grad[k * 512 : (k + 1) * 512]  # head k's 512 hidden units
     return loss, [
@@ -72,7 +72,7 @@ def test_each_head_averages_over_its_own_transitions():
     td_target = torch.zeros(3, 2)
     masks = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
     # head 0: (1 + 9) / 2 over transitions 0 and 1; head 1: (0 + 4) / 2 over transitions 1 and 2
-    assert boot.masked_head_loss(q_taken, td_target, masks).item() == pytest.approx(5.0 + 2.0)
+    torch.testing.assert_close(boot.masked_head_losses(q_taken, td_target, masks), torch.tensor([5.0, 2.0]))
 
 
 def test_torso_gradient_is_the_sum_of_the_heads_contributions_over_k(network_and_batch, monkeypatch):

@@ -12,13 +12,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(os.path.basename(path) for path in glob.glob(os.path.join(ROOT, "*.py")))
 ATARI_SCRIPTS = [script for script in SCRIPTS if script.endswith("_atari.py")]
 
-# Blocks that every script defining them must keep identical, so that a fix is a copy.
+# Blocks that every listed script must define, as identical copies, so that a fix is a copy.
 # (A variant that changes one of these on purpose, e.g. its network, leaves it out of this list for itself.)
 SHARED_BLOCKS = {
     "linear_schedule": SCRIPTS,
     "RecordEpisodes": ["dqn_cartpole.py", "tabular_q_frozenlake.py"],
     "pick_device": ATARI_SCRIPTS,
     "RecordGames": ATARI_SCRIPTS,
+    "ReportGamesEndedInReset": ATARI_SCRIPTS,
     "FRAME_STACK": ATARI_SCRIPTS,
     "make_env": ATARI_SCRIPTS,
     "Batch": ATARI_SCRIPTS,
@@ -74,8 +75,8 @@ def first_drift(copies: dict) -> str | None:
 @pytest.mark.parametrize("name", sorted(SHARED_BLOCKS))
 def test_shared_blocks_are_identical_copies(name):
     copies = {script: block_source(script, name) for script in SHARED_BLOCKS[name]}
-    copies = {script: source for script, source in copies.items() if source is not None}
-    assert copies, f"no script defines {name}"
+    missing = [script for script, source in copies.items() if source is None]
+    assert not missing, f"{name} is listed as shared by {', '.join(missing)}, which do(es) not define it"
     drift = first_drift(copies)
     assert drift is None, f"{name}: {drift}"
 
