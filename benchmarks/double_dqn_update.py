@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import double_dqn_atari as double  # noqa: E402
-
 from results_csv import write_csv  # noqa: E402  (benchmarks/results_csv.py)
 
 

@@ -22,7 +22,6 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import per_dqn_atari as per  # noqa: E402
-
 from results_csv import write_csv  # noqa: E402  (benchmarks/results_csv.py)
 
 

@@ -25,7 +25,10 @@ def loss_and_head_gradients(network, obs, actions, td_target, masks):
     q_taken = network(obs).gather(2, actions[:, None, None].expand(-1, N_HEADS, 1)).squeeze(2)
     loss = boot.masked_head_losses(q_taken, td_target, masks).sum()  # what the loop backpropagates
     loss.backward()
-    rows = lambda grad, k: grad[k * 512 : (k + 1) * 512]  # head k's 512 hidden units
+
+    def rows(grad, k):  # head k's 512 hidden units
+        return grad[k * 512 : (k + 1) * 512]
+
     return loss, [
         [rows(network.hidden.weight.grad, k), rows(network.hidden.bias.grad, k), network.out_weight.grad[k], network.out_bias.grad[k]]
         for k in range(N_HEADS)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from test_atari_buffer import play_and_record
 
 import per_dqn_atari as per
-from test_atari_buffer import play_and_record
 
 
 def test_sampling_frequencies_match_the_priorities():
