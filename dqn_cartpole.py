@@ -167,7 +167,9 @@ def make_env(env_id: str, seed: int, video_folder: str | None = None) -> gym.Env
         try:
             import pygame  # noqa: F401  (classic-control rendering needs it)
         except ImportError:
-            raise ValueError("--capture-video needs pygame to render classic-control envs: pip install pygame") from None
+            raise ValueError(
+                "--capture-video needs pygame to render classic-control envs: pip install pygame"
+            ) from None
     try:
         env = gym.make(env_id, render_mode="rgb_array" if video_folder else None)
     except gym.error.Error as e:
@@ -211,7 +213,13 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
     return start_e + (end_e - start_e) * t / duration
 
 
-def double_dqn_target(next_q_online: torch.Tensor, next_q_target: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
+def double_dqn_target(
+    next_q_online: torch.Tensor,
+    next_q_target: torch.Tensor,
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
     """r + gamma * Q_target(s', argmax_a Q_online(s', a)); a termination ends the sum, a truncation still bootstraps."""
     next_actions = next_q_online.argmax(dim=-1, keepdim=True)
     return rewards + gamma * next_q_target.gather(-1, next_actions).squeeze(-1) * (1.0 - terminated)
@@ -244,7 +252,13 @@ class ReplayBuffer:
 
     def add(self, obs, action, reward, next_obs, terminated) -> None:
         i = self.pos
-        self.obs[i], self.actions[i], self.rewards[i], self.next_obs[i], self.terminated[i] = obs, action, reward, next_obs, terminated
+        self.obs[i], self.actions[i], self.rewards[i], self.next_obs[i], self.terminated[i] = (
+            obs,
+            action,
+            reward,
+            next_obs,
+            terminated,
+        )
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
@@ -321,7 +335,9 @@ def main(args: Args) -> int:
     obs, _ = env.reset(seed=args.seed)
     try:
         for global_step in range(args.total_timesteps):
-            epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
+            epsilon = linear_schedule(
+                args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
+            )
             if rng.random() < epsilon:
                 action = int(rng.integers(n_actions))
             else:
@@ -342,7 +358,13 @@ def main(args: Args) -> int:
                 if global_step % args.train_frequency == 0:
                     data = rb.sample(args.batch_size, rng, device)
                     with torch.no_grad():
-                        td_target = double_dqn_target(q_network(data.next_obs), target_network(data.next_obs), data.rewards, data.terminated, args.gamma)
+                        td_target = double_dqn_target(
+                            q_network(data.next_obs),
+                            target_network(data.next_obs),
+                            data.rewards,
+                            data.terminated,
+                            args.gamma,
+                        )
                     q_taken = q_network(data.obs).gather(1, data.actions[:, None]).squeeze(1)
                     loss = F.smooth_l1_loss(q_taken, td_target)
 
@@ -362,11 +384,19 @@ def main(args: Args) -> int:
                         for target_param, param in zip(target_network.parameters(), q_network.parameters()):
                             target_param.lerp_(param, args.tau)  # target <- target + tau * (online - target)
 
-            if args.eval_frequency and global_step >= args.learning_starts and (global_step + 1) % args.eval_frequency == 0:
+            if (
+                args.eval_frequency
+                and global_step >= args.learning_starts
+                and (global_step + 1) % args.eval_frequency == 0
+            ):
                 check_return = float(np.mean(evaluate(q_network, check_env, 5, args.seed + global_step, device)))
                 writer.add_scalar("eval/check_return", check_return, global_step)
                 if check_return >= best_return:  # ties go to the later, longer-trained network
-                    best_return, best_step, best_weights = check_return, global_step, copy.deepcopy(q_network.state_dict())
+                    best_return, best_step, best_weights = (
+                        check_return,
+                        global_step,
+                        copy.deepcopy(q_network.state_dict()),
+                    )
 
             if time.time() - last_print > 5:
                 last_print = time.time()
@@ -386,7 +416,9 @@ def main(args: Args) -> int:
     print(f"{global_step:,} steps in {elapsed:.1f} s ({global_step / elapsed:.0f} SPS)")
     if best_weights is not None:
         q_network.load_state_dict(best_weights)
-        print(f"keeping the network of step {best_step:,}, the best of the greedy checks (mean {best_return:.1f} over 5 episodes)")
+        print(
+            f"keeping the network of step {best_step:,}, the best of the greedy checks (mean {best_return:.1f} over 5 episodes)"
+        )
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.pt"

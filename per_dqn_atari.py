@@ -120,7 +120,9 @@ def check_args(args: Args) -> None:
     if args.buffer_size < args.batch_size:
         raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
     if args.buffer_size < FRAME_STACK + 1:
-        raise ValueError(f"--buffer-size must be at least {FRAME_STACK + 1}, to hold a stack of frames and the next one")
+        raise ValueError(
+            f"--buffer-size must be at least {FRAME_STACK + 1}, to hold a stack of frames and the next one"
+        )
     for name in ("start_e", "end_e", "eval_epsilon", "exploration_fraction", "tau", "beta_start", "beta_end"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
@@ -205,7 +207,9 @@ class ReportGamesEndedInReset(gym.Wrapper):
         games_before = self.stats.episode_count
         obs, info = self.env.reset(**kwargs)
         for k in range(min(self.stats.episode_count - games_before, len(self.stats.return_queue)), 0, -1):
-            self.pending.append({"r": self.stats.return_queue[-k], "l": self.stats.length_queue[-k], "t": self.stats.time_queue[-k]})
+            self.pending.append(
+                {"r": self.stats.return_queue[-k], "l": self.stats.length_queue[-k], "t": self.stats.time_queue[-k]}
+            )
         return obs, info
 
     def step(self, action):
@@ -213,7 +217,6 @@ class ReportGamesEndedInReset(gym.Wrapper):
         if self.pending and "episode" not in info:
             info = {**info, "episode": self.pending.pop(0)}
         return obs, reward, terminated, truncated, info
-
 
 
 def make_env(env_id: str, seed: int, video_folder: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
@@ -280,7 +283,13 @@ class QNetwork(nn.Module):
         return self.network(x)
 
 
-def double_dqn_target(next_q_online: torch.Tensor, next_q_target: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
+def double_dqn_target(
+    next_q_online: torch.Tensor,
+    next_q_target: torch.Tensor,
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
     """r + gamma * Q_target(s', argmax_a Q_online(s', a)); a termination ends the sum, a truncation still bootstraps."""
     next_actions = next_q_online.argmax(dim=-1, keepdim=True)
     return rewards + gamma * next_q_target.gather(-1, next_actions).squeeze(-1) * (1.0 - terminated)
@@ -347,7 +356,9 @@ class FrameReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
         return i
 
-    def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool, truncated: bool) -> int:
+    def add(
+        self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool, truncated: bool
+    ) -> int:
         """Store a transition; returns the slot it starts at."""
         if self.continues_episode:
             i = (self.pos - 1) % self.capacity  # obs is the previous transition's next_obs
@@ -384,7 +395,9 @@ class FrameReplayBuffer:
         back = np.minimum(offsets, self.episode_step[i, None] + 1)
         window_slots = torch.from_numpy((i[:, None] + 1 - back) % self.capacity).to(self.frames.device)
         # index_select over the flattened slots is about 3x faster than advanced indexing here
-        window = self.frames.index_select(0, window_slots.flatten()).view(len(i), FRAME_STACK + 1, *self.frames.shape[1:])
+        window = self.frames.index_select(0, window_slots.flatten()).view(
+            len(i), FRAME_STACK + 1, *self.frames.shape[1:]
+        )
         window = window.to(device, non_blocking=True)
         return Batch(
             obs=window[:, :-1],
@@ -446,14 +459,24 @@ class PrioritizedFrameReplayBuffer(FrameReplayBuffer):
     """The frame-once buffer, with a sum tree over its slots: a slot's leaf is priority^alpha while it starts a
     transition that can be sampled, and 0 otherwise, so the tree draws only stored transitions."""
 
-    def __init__(self, capacity: int, frame_shape: tuple[int, int], n_actions: int, storage_device: torch.device, alpha: float, priority_epsilon: float):
+    def __init__(
+        self,
+        capacity: int,
+        frame_shape: tuple[int, int],
+        n_actions: int,
+        storage_device: torch.device,
+        alpha: float,
+        priority_epsilon: float,
+    ):
         super().__init__(capacity, frame_shape, n_actions, storage_device)
         self.tree = SumTree(capacity)
         self.alpha = alpha
         self.priority_epsilon = priority_epsilon
         self.max_priority = 1.0  # the largest priority seen so far, given to every new transition
 
-    def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool, truncated: bool) -> int:
+    def add(
+        self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool, truncated: bool
+    ) -> int:
         i = super().add(obs, action, reward, next_obs, terminated, truncated)
         # slot i now starts a transition; slot i+1 was overwritten by its next observation, which starts none yet;
         # and the oldest slots lose their transition once the frames their stacks reach back to are overwritten
@@ -464,7 +487,9 @@ class PrioritizedFrameReplayBuffer(FrameReplayBuffer):
         self.tree.update(slots, priorities)
         return i
 
-    def sample(self, batch_size: int, rng: np.random.Generator, device: torch.device, beta: float) -> tuple[Batch, np.ndarray, torch.Tensor]:
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, device: torch.device, beta: float
+    ) -> tuple[Batch, np.ndarray, torch.Tensor]:
         """A stratified prioritized batch, its slots (to update their priorities) and its importance-sampling weights."""
         total = self.tree.total
         # one draw from each of batch_size equal slices of the total priority
@@ -485,7 +510,9 @@ class PrioritizedFrameReplayBuffer(FrameReplayBuffer):
 # Evaluation
 
 
-def evaluate(q_network: QNetwork, env: gym.Env, n_games: int, epsilon: float, seed: int, device: torch.device) -> list[float]:
+def evaluate(
+    q_network: QNetwork, env: gym.Env, n_games: int, epsilon: float, seed: int, device: torch.device
+) -> list[float]:
     """Play n_games whole games (all lives) epsilon-greedily and return their unclipped scores."""
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
@@ -545,7 +572,9 @@ def main(args: Args) -> int:
     target_network.load_state_dict(q_network.state_dict())
     # the fused Adam kernel updates all parameters in one pass; noticeably faster on CPU too
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
-    rb = PrioritizedFrameReplayBuffer(args.buffer_size, env.observation_space.shape[1:], n_actions, buffer_device, args.alpha, args.priority_epsilon)
+    rb = PrioritizedFrameReplayBuffer(
+        args.buffer_size, env.observation_space.shape[1:], n_actions, buffer_device, args.alpha, args.priority_epsilon
+    )
 
     start_time = time.time()
     training_start_time = None  # when the first gradient update happened, for the training-phase SPS
@@ -557,7 +586,9 @@ def main(args: Args) -> int:
     obs, _ = env.reset(seed=args.seed)
     try:
         for global_step in range(args.total_timesteps):
-            epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
+            epsilon = linear_schedule(
+                args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
+            )
             if rng.random() < epsilon:
                 action = int(rng.integers(n_actions))
             else:
@@ -583,7 +614,9 @@ def main(args: Args) -> int:
                     data, slots, weights = rb.sample(args.batch_size, rng, device, beta)
                     with torch.no_grad():
                         next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)
-                        td_target = double_dqn_target(next_q_online, next_q_target, data.rewards, data.terminated, args.gamma)
+                        td_target = double_dqn_target(
+                            next_q_online, next_q_target, data.rewards, data.terminated, args.gamma
+                        )
                     q_taken = q_network(data.obs).gather(1, data.actions[:, None]).squeeze(1)
                     td_errors = q_taken - td_target
                     loss = (weights * td_errors.pow(2)).mean()  # the weights stay on the training device
@@ -639,7 +672,9 @@ def main(args: Args) -> int:
         eval_env.close()
         for game, score in enumerate(scores):
             writer.add_scalar("eval/episodic_return", score, game)
-        print(f"evaluation over {len(scores)} games at epsilon {args.eval_epsilon}: mean {np.mean(scores):.1f}, scores {scores}")
+        print(
+            f"evaluation over {len(scores)} games at epsilon {args.eval_epsilon}: mean {np.mean(scores):.1f}, scores {scores}"
+        )
     writer.close()
     return 130 if interrupted else 0
 

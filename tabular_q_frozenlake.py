@@ -140,15 +140,21 @@ def make_env(args: Args, seed: int, video_folder: str | None = None) -> gym.Env:
             import pygame  # noqa: F401  (toy-text rendering needs it)
         except ImportError:
             raise ValueError("--capture-video needs pygame to render FrozenLake: pip install pygame") from None
-    kwargs = {"map_name": args.map_name, "is_slippery": args.is_slippery} if args.env_id.startswith("FrozenLake") else {}
+    kwargs = (
+        {"map_name": args.map_name, "is_slippery": args.is_slippery} if args.env_id.startswith("FrozenLake") else {}
+    )
     try:
         env = gym.make(args.env_id, render_mode="rgb_array" if video_folder else None, **kwargs)
     except gym.error.Error as e:
         raise ValueError(f"unknown --env-id {args.env_id!r}: {str(e).splitlines()[0]}") from None
     if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise ValueError(f"--env-id {args.env_id!r} has {type(env.action_space).__name__} actions; a Q-table needs Discrete ones")
+        raise ValueError(
+            f"--env-id {args.env_id!r} has {type(env.action_space).__name__} actions; a Q-table needs Discrete ones"
+        )
     if not isinstance(env.observation_space, gym.spaces.Discrete) or not hasattr(env.unwrapped, "P"):
-        raise ValueError(f"--env-id {args.env_id!r} has no discrete states with a transition model P (try FrozenLake-v1)")
+        raise ValueError(
+            f"--env-id {args.env_id!r} has no discrete states with a transition model P (try FrozenLake-v1)"
+        )
     if video_folder is not None:
         env = RecordEpisodes(env, video_folder)
     env = gym.wrappers.RecordEpisodeStatistics(env)
@@ -258,7 +264,9 @@ def main(args: Args) -> int:
     obs, _ = env.reset(seed=args.seed)
     try:
         for global_step in range(args.total_timesteps):
-            epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
+            epsilon = linear_schedule(
+                args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
+            )
             if rng.random() < epsilon:
                 action = int(rng.integers(n_actions))
             else:  # greedy, with ties broken at random so that an all-zero row does not always pick action 0
@@ -307,16 +315,24 @@ def main(args: Args) -> int:
         start = env.unwrapped.initial_state_distrib
         learned = q_table.argmax(axis=1)
         optimal = value_iteration(R, C, args.gamma).argmax(axis=1)
-        exact = {"learned": success_probability(learned, R, C, horizon, start), "optimal": success_probability(optimal, R, C, horizon, start)}
+        exact = {
+            "learned": success_probability(learned, R, C, horizon, start),
+            "optimal": success_probability(optimal, R, C, horizon, start),
+        }
         print(f"success rate within {horizon} steps   learned greedy   optimal (value iteration, gamma {args.gamma})")
         print(f"  exact, from the model           {exact['learned']:14.4f}   {exact['optimal']:.4f}")
         writer.add_scalar("eval/success_rate_exact", exact["learned"], global_step)
         writer.add_scalar("eval/optimal_success_rate_exact", exact["optimal"], global_step)
         if args.eval_episodes > 0:
             eval_env = make_env(args, args.seed + 1, f"videos/{run_name}-eval" if args.capture_video else None)
-            measured = {name: evaluate(policy, eval_env, args.eval_episodes, args.seed + 1) for name, policy in (("learned", learned), ("optimal", optimal))}
+            measured = {
+                name: evaluate(policy, eval_env, args.eval_episodes, args.seed + 1)
+                for name, policy in (("learned", learned), ("optimal", optimal))
+            }
             eval_env.close()
-            print(f"  over {args.eval_episodes:,} episodes{'':<{14 - len(f'{args.eval_episodes:,}')}}{measured['learned']:14.4f}   {measured['optimal']:.4f}")
+            print(
+                f"  over {args.eval_episodes:,} episodes{'':<{14 - len(f'{args.eval_episodes:,}')}}{measured['learned']:14.4f}   {measured['optimal']:.4f}"
+            )
             writer.add_scalar("eval/episodic_return", measured["learned"], global_step)
             writer.add_scalar("eval/optimal_episodic_return", measured["optimal"], global_step)
         print(f"best any policy can do within {horizon} steps: {best_success_probability(R, C, horizon, start):.4f}")

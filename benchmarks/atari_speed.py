@@ -31,9 +31,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def our_training_sps(script: str, opts, extra: list[str]) -> float:
     cmd = [
-        sys.executable, os.path.join(ROOT, script), "--env-id", opts.env_id, "--no-cuda" if opts.device == "cpu" else "--cuda",
-        "--total-timesteps", str(opts.learning_starts + opts.train_steps), "--learning-starts", str(opts.learning_starts),
-        "--buffer-size", str(opts.buffer_size), "--eval-episodes", "0", *extra,
+        sys.executable,
+        os.path.join(ROOT, script),
+        "--env-id",
+        opts.env_id,
+        "--no-cuda" if opts.device == "cpu" else "--cuda",
+        "--total-timesteps",
+        str(opts.learning_starts + opts.train_steps),
+        "--learning-starts",
+        str(opts.learning_starts),
+        "--buffer-size",
+        str(opts.buffer_size),
+        "--eval-episodes",
+        "0",
+        *extra,
     ]
     with tempfile.TemporaryDirectory() as workdir:
         out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, check=True).stdout
@@ -96,8 +107,17 @@ def sb3_bytes_per_transition(optimize_memory_usage: bool) -> float:
 
     size = 10_000
     obs_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
-    rb = ReplayBuffer(size, obs_space, gym.spaces.Discrete(4), device="cpu", optimize_memory_usage=optimize_memory_usage, handle_timeout_termination=not optimize_memory_usage)
-    arrays = [rb.observations, rb.actions, rb.rewards, rb.dones, rb.timeouts] + ([] if optimize_memory_usage else [rb.next_observations])
+    rb = ReplayBuffer(
+        size,
+        obs_space,
+        gym.spaces.Discrete(4),
+        device="cpu",
+        optimize_memory_usage=optimize_memory_usage,
+        handle_timeout_termination=not optimize_memory_usage,
+    )
+    arrays = [rb.observations, rb.actions, rb.rewards, rb.dones, rb.timeouts] + (
+        [] if optimize_memory_usage else [rb.next_observations]
+    )
     return sum(array.nbytes for array in arrays) / size
 
 
@@ -111,8 +131,15 @@ def main():
     parser.add_argument("--buffer-size", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--extra", default="", help="flags added to our scripts' command lines, e.g. '--buffer-device cuda'")
-    parser.add_argument("--memory-capacity", type=int, default=20_000, help="slots of the buffer filled for the memory figure (0 skips it)")
+    parser.add_argument(
+        "--extra", default="", help="flags added to our scripts' command lines, e.g. '--buffer-device cuda'"
+    )
+    parser.add_argument(
+        "--memory-capacity",
+        type=int,
+        default=20_000,
+        help="slots of the buffer filled for the memory figure (0 skips it)",
+    )
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "atari_speed.csv"))
     opts = parser.parse_args()
 
@@ -127,27 +154,53 @@ def main():
 
     rows = []
     reference = statistics.median(sps[contenders[0]])
-    print(f"\n{opts.env_id}, {opts.train_steps} training steps after {opts.learning_starts} random ones, device {opts.device}, {opts.rounds} round(s)")
+    print(
+        f"\n{opts.env_id}, {opts.train_steps} training steps after {opts.learning_starts} random ones, device {opts.device}, {opts.rounds} round(s)"
+    )
     for name in contenders:
         median = statistics.median(sps[name])
         ratio_to_sb3 = median / statistics.median(sps["sb3"]) if "sb3" in sps else float("nan")
         versus_sb3 = f"   x{ratio_to_sb3:.2f} of SB3" if "sb3" in sps else ""
         print(f"  {name:<28} {median:7.1f} SPS{versus_sb3}   x{median / reference:.2f} of {contenders[0]}")
-        rows.append({"contender": name, "median_training_sps": round(median, 1), "runs": " ".join(f"{v:.1f}" for v in sps[name]),
-                     "ratio_to_sb3": round(ratio_to_sb3, 3), "ratio_to_first": round(median / reference, 3), "device": opts.device})
+        rows.append(
+            {
+                "contender": name,
+                "median_training_sps": round(median, 1),
+                "runs": " ".join(f"{v:.1f}" for v in sps[name]),
+                "ratio_to_sb3": round(ratio_to_sb3, 3),
+                "ratio_to_first": round(median / reference, 3),
+                "device": opts.device,
+            }
+        )
 
     write_csv(opts.out, rows)
 
     if opts.memory_capacity:
         per_transition, total, transitions = our_bytes_per_transition(opts.env_id, opts.memory_capacity)
-        memory_rows = [{"buffer": "frame-once (ours)", "bytes_per_transition": round(per_transition, 1), "gib_per_million": round(per_transition * 1e6 / 2**30, 2)}]
+        memory_rows = [
+            {
+                "buffer": "frame-once (ours)",
+                "bytes_per_transition": round(per_transition, 1),
+                "gib_per_million": round(per_transition * 1e6 / 2**30, 2),
+            }
+        ]
         print("\nreplay memory, bytes per stored transition:")
-        print(f"  frame-once buffer (ours)                   {per_transition:7.0f}   1M transitions: {per_transition * 1e6 / 2**30:5.2f} GiB"
-              f"   ({total:,} bytes for {transitions:,} sampleable transitions after random play)")
+        print(
+            f"  frame-once buffer (ours)                   {per_transition:7.0f}   1M transitions: {per_transition * 1e6 / 2**30:5.2f} GiB"
+            f"   ({total:,} bytes for {transitions:,} sampleable transitions after random play)"
+        )
         for optimize in (True, False):
             b = sb3_bytes_per_transition(optimize)
-            print(f"  SB3 ReplayBuffer, optimize_memory_usage={optimize!s:<5} {b:7.0f}   1M transitions: {b * 1e6 / 2**30:5.2f} GiB")
-            memory_rows.append({"buffer": f"SB3 optimize_memory_usage={optimize}", "bytes_per_transition": round(b, 1), "gib_per_million": round(b * 1e6 / 2**30, 2)})
+            print(
+                f"  SB3 ReplayBuffer, optimize_memory_usage={optimize!s:<5} {b:7.0f}   1M transitions: {b * 1e6 / 2**30:5.2f} GiB"
+            )
+            memory_rows.append(
+                {
+                    "buffer": f"SB3 optimize_memory_usage={optimize}",
+                    "bytes_per_transition": round(b, 1),
+                    "gib_per_million": round(b * 1e6 / 2**30, 2),
+                }
+            )
         write_csv(opts.out.replace("speed", "memory"), memory_rows)
     print(f"command: python benchmarks/atari_speed.py {' '.join(sys.argv[1:])}")
 

@@ -27,7 +27,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--updates", type=int, default=20)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "double_dqn_update.csv"))
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "double_dqn_update.csv")
+    )
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
     torch.manual_seed(0)
@@ -51,16 +53,24 @@ def main():
 
     def double_separate():
         with torch.no_grad():
-            td_target = double.double_dqn_target(q_network(next_obs), target_network(next_obs), rewards, terminated, 0.99)
+            td_target = double.double_dqn_target(
+                q_network(next_obs), target_network(next_obs), rewards, terminated, 0.99
+            )
         step(q_network(obs).gather(1, actions[:, None]).squeeze(1), td_target)
 
     def double_batched():
         q_both = q_network(torch.cat([obs, next_obs]))
         with torch.no_grad():
-            td_target = double.double_dqn_target(q_both[32:].detach(), target_network(next_obs), rewards, terminated, 0.99)
+            td_target = double.double_dqn_target(
+                q_both[32:].detach(), target_network(next_obs), rewards, terminated, 0.99
+            )
         step(q_both[:32].gather(1, actions[:, None]).squeeze(1), td_target)
 
-    variants = {"DQN": dqn, "Double DQN, separate no-grad forward (the script)": double_separate, "Double DQN, batched with the online forward": double_batched}
+    variants = {
+        "DQN": dqn,
+        "Double DQN, separate no-grad forward (the script)": double_separate,
+        "Double DQN, batched with the online forward": double_batched,
+    }
     times = {name: [] for name in variants}
     for _ in range(opts.rounds):
         for name, update in variants.items():
@@ -70,8 +80,21 @@ def main():
                 update()
             times[name].append((time.perf_counter() - start) / opts.updates * 1e3)
     for name, runs in times.items():
-        print(f"{name:<52} {statistics.median(runs):6.1f} ms per update  (rounds: {' '.join(f'{r:.1f}' for r in runs)})")
-    write_csv(opts.out, [{"update": name, "median_ms": round(statistics.median(runs), 2), "rounds_ms": " ".join(f"{r:.2f}" for r in runs), "threads": opts.threads} for name, runs in times.items()])
+        print(
+            f"{name:<52} {statistics.median(runs):6.1f} ms per update  (rounds: {' '.join(f'{r:.1f}' for r in runs)})"
+        )
+    write_csv(
+        opts.out,
+        [
+            {
+                "update": name,
+                "median_ms": round(statistics.median(runs), 2),
+                "rounds_ms": " ".join(f"{r:.2f}" for r in runs),
+                "threads": opts.threads,
+            }
+            for name, runs in times.items()
+        ],
+    )
     print(f"command: python benchmarks/double_dqn_update.py {' '.join(sys.argv[1:])}")
 
 

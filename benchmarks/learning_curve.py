@@ -21,7 +21,11 @@ def read_events(run_dir: str) -> tuple[list[tuple[int, float]], list[float]]:
 
     events = EventAccumulator(run_dir, size_guidance={"scalars": 0}).Reload()
     games = [(event.step, event.value) for event in events.Scalars("charts/episodic_return")]
-    evaluation = [event.value for event in events.Scalars("eval/episodic_return")] if "eval/episodic_return" in events.Tags()["scalars"] else []
+    evaluation = (
+        [event.value for event in events.Scalars("eval/episodic_return")]
+        if "eval/episodic_return" in events.Tags()["scalars"]
+        else []
+    )
     return games, evaluation
 
 
@@ -31,8 +35,13 @@ def summarize(games: list[tuple[int, float]], bin_size: int, total: int) -> list
     rows = []
     for start in range(0, total, bin_size):
         in_bin = (steps >= start) & (steps < start + bin_size)
-        rows.append({"steps": f"{start // 1000}k-{(start + bin_size) // 1000}k", "games": int(in_bin.sum()),
-                     "mean_return": round(float(returns[in_bin].mean()), 1) if in_bin.any() else None})
+        rows.append(
+            {
+                "steps": f"{start // 1000}k-{(start + bin_size) // 1000}k",
+                "games": int(in_bin.sum()),
+                "mean_return": round(float(returns[in_bin].mean()), 1) if in_bin.any() else None,
+            }
+        )
     return rows
 
 
@@ -83,10 +92,14 @@ def main():
 
     print(f"{'steps':>12} {'games':>6} {'mean return':>12}")
     for row in summarize(games, opts.bin, opts.total):
-        print(f"{row['steps']:>12} {row['games']:>6} {row['mean_return'] if row['mean_return'] is not None else '-':>12}")
+        print(
+            f"{row['steps']:>12} {row['games']:>6} {row['mean_return'] if row['mean_return'] is not None else '-':>12}"
+        )
     last20 = games[-20:]
     if last20:
-        print(f"last {len(last20)} games: mean {np.mean([value for _, value in last20]):.1f} (steps {last20[0][0]:,}-{last20[-1][0]:,}); {len(games)} games in all")
+        print(
+            f"last {len(last20)} games: mean {np.mean([value for _, value in last20]):.1f} (steps {last20[0][0]:,}-{last20[-1][0]:,}); {len(games)} games in all"
+        )
     if evaluation:
         print(f"evaluation: {len(evaluation)} games, mean {np.mean(evaluation):.1f}, scores {evaluation}")
 

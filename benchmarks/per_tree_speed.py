@@ -62,15 +62,30 @@ def main():
         tree.update(slots, (rng.exponential(size=batch) + 1e-6) ** 0.6)
 
     median, runs = time_per_call(tree_sample_and_update, opts.calls, opts.rounds)
-    print(f"sum tree over {n:,} priorities, batch {batch}: sample + weights + update  {median:.3f} ms  (rounds: {' '.join(f'{r:.3f}' for r in runs)})")
-    rows.append({"operation": "tree: sample + IS weights + update", "transitions": n, "batch": batch, "median_ms": round(median, 4), "rounds_ms": " ".join(f"{r:.4f}" for r in runs)})
+    print(
+        f"sum tree over {n:,} priorities, batch {batch}: sample + weights + update  {median:.3f} ms  (rounds: {' '.join(f'{r:.3f}' for r in runs)})"
+    )
+    rows.append(
+        {
+            "operation": "tree: sample + IS weights + update",
+            "transitions": n,
+            "batch": batch,
+            "median_ms": round(median, 4),
+            "rounds_ms": " ".join(f"{r:.4f}" for r in runs),
+        }
+    )
 
     if not opts.tree_only:
-        print(f"filling a prioritized buffer with {n:,} transitions (synthetic frames, episodes of 100-1,000 steps) ...", flush=True)
+        print(
+            f"filling a prioritized buffer with {n:,} transitions (synthetic frames, episodes of 100-1,000 steps) ...",
+            flush=True,
+        )
         episode_lengths = rng.integers(100, 1000, n // 100)
         episode_lengths = episode_lengths[: np.searchsorted(np.cumsum(episode_lengths), n) + 1]
         episode_lengths[-1] -= episode_lengths.sum() - n  # exactly n transitions
-        rb = per.PrioritizedFrameReplayBuffer(n + len(episode_lengths), (84, 84), 4, torch.device("cpu"), alpha=0.6, priority_epsilon=1e-6)
+        rb = per.PrioritizedFrameReplayBuffer(
+            n + len(episode_lengths), (84, 84), 4, torch.device("cpu"), alpha=0.6, priority_epsilon=1e-6
+        )
         frames = np.zeros((4, 84, 84), dtype=np.uint8)
         for length in episode_lengths:
             for step in range(length):
@@ -87,12 +102,25 @@ def main():
         def uniform_sample():
             per.FrameReplayBuffer.sample(rb, batch, rng, cpu)
 
-        for name, operation in (("buffer: prioritized sample + update_priorities", buffer_sample_and_update), ("buffer: uniform sample (the parent's)", uniform_sample)):
+        for name, operation in (
+            ("buffer: prioritized sample + update_priorities", buffer_sample_and_update),
+            ("buffer: uniform sample (the parent's)", uniform_sample),
+        ):
             median, runs = time_per_call(operation, opts.calls // 4, opts.rounds)
             print(f"{name:<48} {median:.3f} ms  (rounds: {' '.join(f'{r:.3f}' for r in runs)})")
-            rows.append({"operation": name, "transitions": int(rb._is_valid(np.arange(rb.size)).sum()), "batch": batch, "median_ms": round(median, 4), "rounds_ms": " ".join(f"{r:.4f}" for r in runs)})
+            rows.append(
+                {
+                    "operation": name,
+                    "transitions": int(rb._is_valid(np.arange(rb.size)).sum()),
+                    "batch": batch,
+                    "median_ms": round(median, 4),
+                    "rounds_ms": " ".join(f"{r:.4f}" for r in runs),
+                }
+            )
         tree_bytes = rb.tree.nodes.nbytes
-        print(f"memory: the tree adds {tree_bytes / rb.capacity:.1f} bytes per slot ({tree_bytes / 2**20:.0f} MiB for {rb.capacity:,} slots)")
+        print(
+            f"memory: the tree adds {tree_bytes / rb.capacity:.1f} bytes per slot ({tree_bytes / 2**20:.0f} MiB for {rb.capacity:,} slots)"
+        )
 
     write_csv(opts.out, rows)
     print(f"command: python benchmarks/per_tree_speed.py {' '.join(sys.argv[1:])}")

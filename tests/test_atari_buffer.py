@@ -74,7 +74,9 @@ def test_sample_draws_only_stored_transitions(script):
 def test_smallest_allowed_buffer_always_has_a_transition_to_sample(script):
     module = importlib.import_module(script)
     env = module.make_env("BreakoutNoFrameskip-v4", 0, max_episode_steps=100)
-    rb = module.FrameReplayBuffer(module.FRAME_STACK + 1, (84, 84), env.action_space.n, torch.device("cpu"))  # the smallest --buffer-size
+    rb = module.FrameReplayBuffer(
+        module.FRAME_STACK + 1, (84, 84), env.action_space.n, torch.device("cpu")
+    )  # the smallest --buffer-size
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
     for _ in range(200):  # after every add, mid-episode and at episode starts alike, something is sampleable
@@ -102,11 +104,22 @@ def test_a_truncated_transition_keeps_its_final_observation_where_sb3s_memory_op
     first, final = stack(1, 1, 1, 1), stack(1, 1, 1, 2)  # an episode of one step, cut by the time limit
     reset, after_reset = stack(9, 9, 9, 9), stack(9, 9, 9, 8)  # the next episode's first step
 
-    sb3 = ReplayBuffer(10, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4), "cpu", optimize_memory_usage=True, handle_timeout_termination=False)
-    sb3.add(first, final, np.array([0]), np.array([0.0]), np.array([False]), [{}])  # done = terminated, as CleanRL passes it
+    sb3 = ReplayBuffer(
+        10,
+        gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
+        gym.spaces.Discrete(4),
+        "cpu",
+        optimize_memory_usage=True,
+        handle_timeout_termination=False,
+    )
+    sb3.add(
+        first, final, np.array([0]), np.array([0.0]), np.array([False]), [{}]
+    )  # done = terminated, as CleanRL passes it
     sb3.add(reset, after_reset, np.array([1]), np.array([0.0]), np.array([False]), [{}])
     sb3_next_obs = sb3._get_samples(np.array([0])).next_observations[0].numpy()
-    np.testing.assert_array_equal(sb3_next_obs, reset)  # SB3 bootstraps the truncated step from the next episode's start
+    np.testing.assert_array_equal(
+        sb3_next_obs, reset
+    )  # SB3 bootstraps the truncated step from the next episode's start
 
     ours = dqn_atari.FrameReplayBuffer(10, (84, 84), 4, torch.device("cpu"))
     slot = ours.add(first, 0, 0.0, final, terminated=False, truncated=True)

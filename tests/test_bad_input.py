@@ -52,6 +52,17 @@ def test_cuda_without_a_gpu_falls_back_to_the_cpu_and_says_so(run_script):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    result = run_script("dqn_cartpole.py", "--cuda", "--total-timesteps", 50, "--learning-starts", 10, "--batch-size", 4, "--eval-episodes", 0)
+    result = run_script(
+        "dqn_cartpole.py",
+        "--cuda",
+        "--total-timesteps",
+        50,
+        "--learning-starts",
+        10,
+        "--batch-size",
+        4,
+        "--eval-episodes",
+        0,
+    )
     assert result.returncode == 0, result.stderr
     assert "no CUDA GPU found, running on the CPU" in result.stderr

@@ -30,7 +30,12 @@ def loss_and_head_gradients(network, obs, actions, td_target, masks):
         return grad[k * 512 : (k + 1) * 512]
 
     return loss, [
-        [rows(network.hidden.weight.grad, k), rows(network.hidden.bias.grad, k), network.out_weight.grad[k], network.out_bias.grad[k]]
+        [
+            rows(network.hidden.weight.grad, k),
+            rows(network.hidden.bias.grad, k),
+            network.out_weight.grad[k],
+            network.out_bias.grad[k],
+        ]
         for k in range(N_HEADS)
     ]
 

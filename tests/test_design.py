@@ -28,7 +28,13 @@ SHARED_BLOCKS = {
     "Args": ["dqn_atari.py", "double_dqn_atari.py", "dueling_dqn_atari.py"],
     "check_args": ["dqn_atari.py", "double_dqn_atari.py", "dueling_dqn_atari.py"],
     "QNetwork": ["dqn_atari.py", "double_dqn_atari.py", "per_dqn_atari.py"],
-    "double_dqn_target": ["double_dqn_atari.py", "dueling_dqn_atari.py", "per_dqn_atari.py", "bootstrapped_dqn_atari.py", "dqn_cartpole.py"],
+    "double_dqn_target": [
+        "double_dqn_atari.py",
+        "dueling_dqn_atari.py",
+        "per_dqn_atari.py",
+        "bootstrapped_dqn_atari.py",
+        "dqn_cartpole.py",
+    ],
     "scale_gradient": ["dueling_dqn_atari.py", "bootstrapped_dqn_atari.py"],
 }
 
@@ -85,7 +91,10 @@ def test_drift_detector_names_the_first_differing_line():
     original = block_source("dqn_cartpole.py", "linear_schedule")
     assert first_drift({"a.py": original, "b.py": original}) is None
     drifted = original.replace("return end_e", "return 0.0")
-    assert first_drift({"a.py": original, "b.py": drifted}) == "b.py drifted from a.py; first differing line: '-        return end_e'"
+    assert (
+        first_drift({"a.py": original, "b.py": drifted})
+        == "b.py drifted from a.py; first differing line: '-        return end_e'"
+    )
 
 
 def test_every_args_field_has_a_docstring():
@@ -96,7 +105,11 @@ def test_every_args_field_has_a_docstring():
         for i, node in enumerate(body):
             if isinstance(node, ast.AnnAssign):
                 following = body[i + 1] if i + 1 < len(body) else None
-                has_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)
+                has_doc = (
+                    isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)
+                )
                 assert has_doc, f"{script}: Args.{node.target.id} has no docstring"
 
 
@@ -126,10 +139,15 @@ def test_every_variant_names_an_existing_parent():
 def test_atari_scripts_log_and_report_alike():
     """The logging of dqn_atari.py's loop (TensorBoard scalars and terminal lines) is in every Atari variant,
     line for line; a variant may log more, never less or differently."""
+
     def logging_lines(script):  # every print(...) and writer.add_...(...) call in main(), whole
         main = ast.parse(block_source(script, "main"))
         calls = [node for node in ast.walk(main) if isinstance(node, ast.Call)]
-        return [ast.unparse(call) for call in calls if ast.unparse(call.func) == "print" or ast.unparse(call.func).startswith("writer.add_")]
+        return [
+            ast.unparse(call)
+            for call in calls
+            if ast.unparse(call.func) == "print" or ast.unparse(call.func).startswith("writer.add_")
+        ]
 
     reference = logging_lines("dqn_atari.py")
     assert len(reference) > 8

@@ -52,7 +52,9 @@ def test_tree_stays_consistent_after_many_updates_with_duplicates():
         slots[:8] = slots[8:16]  # at least 8 slots given twice, with different values
         tree.update(slots, rng.random(32))
     internal = tree.nodes[1 : tree.n_leaves]
-    np.testing.assert_array_equal(internal, tree.nodes[2 : 2 * tree.n_leaves : 2] + tree.nodes[3 : 2 * tree.n_leaves : 2])
+    np.testing.assert_array_equal(
+        internal, tree.nodes[2 : 2 * tree.n_leaves : 2] + tree.nodes[3 : 2 * tree.n_leaves : 2]
+    )
     leaves = tree.leaves(np.arange(1000))
     assert tree.total == pytest.approx(leaves.sum(), rel=1e-12)
     assert tree.nodes[tree.n_leaves + 1000 :].sum() == 0.0
@@ -110,7 +112,9 @@ def test_wrap_around_gives_each_slot_the_right_priority():
         rb.update_priorities(slots, rng.exponential(size=4))
 
     rb = per.PrioritizedFrameReplayBuffer(capacity, (84, 84), 4, torch.device("cpu"), alpha=0.6, priority_epsilon=1e-6)
-    rb, recorded, counts = play_and_record(per, capacity, n_steps=400, max_episode_steps=120, rb=rb, after_each_step=check_then_learn_a_little)
+    rb, recorded, counts = play_and_record(
+        per, capacity, n_steps=400, max_episode_steps=120, rb=rb, after_each_step=check_then_learn_a_little
+    )
     assert counts["terminated"] > 3 and counts["truncated"] > 3, counts
     assert rb.tree.total == pytest.approx(rb.tree.leaves(np.arange(capacity)).sum(), rel=1e-12)
     # and what it samples after all those laps is what the agent saw

@@ -34,7 +34,20 @@ def test_cartpole_same_seed_same_returns(run_script, tmp_path):
 
 
 def test_atari_same_seed_same_weights(run_script, tmp_path):
-    flags = ["--no-cuda", "--total-timesteps", 300, "--learning-starts", 100, "--buffer-size", 300, "--batch-size", 8, "--eval-episodes", 0, "--save-model"]
+    flags = [
+        "--no-cuda",
+        "--total-timesteps",
+        300,
+        "--learning-starts",
+        100,
+        "--buffer-size",
+        300,
+        "--batch-size",
+        8,
+        "--eval-episodes",
+        0,
+        "--save-model",
+    ]
     weights = []
     for name in ("first", "again"):
         result = run_script("dqn_atari.py", *flags, "--exp-name", name)
@@ -47,7 +60,16 @@ def test_atari_same_seed_same_weights(run_script, tmp_path):
 @pytest.mark.parametrize("script", ["dqn_cartpole.py", "dqn_atari.py"])
 def test_ctrl_c_saves_the_model_and_exits_130(script, tmp_path):
     process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, script), "--no-cuda", "--save-model", "--learning-starts", "200", "--batch-size", "8"],
+        [
+            sys.executable,
+            os.path.join(ROOT, script),
+            "--no-cuda",
+            "--save-model",
+            "--learning-starts",
+            "200",
+            "--batch-size",
+            "8",
+        ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -9,13 +9,91 @@ import torch
 
 SMOKE_RUNS = {
     # one greedy check, at step 199: checks run every 200 steps once learning has started (step 100)
-    "dqn_cartpole.py": ["--no-cuda", "--total-timesteps", 300, "--learning-starts", 100, "--buffer-size", 200, "--batch-size", 8, "--eval-frequency", 200, "--eval-episodes", 2],
+    "dqn_cartpole.py": [
+        "--no-cuda",
+        "--total-timesteps",
+        300,
+        "--learning-starts",
+        100,
+        "--buffer-size",
+        200,
+        "--batch-size",
+        8,
+        "--eval-frequency",
+        200,
+        "--eval-episodes",
+        2,
+    ],
     "tabular_q_frozenlake.py": ["--total-timesteps", 2000, "--eval-episodes", 50],
-    "dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
-    "double_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
-    "dueling_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
-    "per_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1],
-    "bootstrapped_dqn_atari.py": ["--no-cuda", "--total-timesteps", 64, "--learning-starts", 32, "--buffer-size", 64, "--batch-size", 4, "--eval-episodes", 1, "--n-heads", 3, "--mask-prob", 0.5],
+    "dqn_atari.py": [
+        "--no-cuda",
+        "--total-timesteps",
+        64,
+        "--learning-starts",
+        32,
+        "--buffer-size",
+        64,
+        "--batch-size",
+        4,
+        "--eval-episodes",
+        1,
+    ],
+    "double_dqn_atari.py": [
+        "--no-cuda",
+        "--total-timesteps",
+        64,
+        "--learning-starts",
+        32,
+        "--buffer-size",
+        64,
+        "--batch-size",
+        4,
+        "--eval-episodes",
+        1,
+    ],
+    "dueling_dqn_atari.py": [
+        "--no-cuda",
+        "--total-timesteps",
+        64,
+        "--learning-starts",
+        32,
+        "--buffer-size",
+        64,
+        "--batch-size",
+        4,
+        "--eval-episodes",
+        1,
+    ],
+    "per_dqn_atari.py": [
+        "--no-cuda",
+        "--total-timesteps",
+        64,
+        "--learning-starts",
+        32,
+        "--buffer-size",
+        64,
+        "--batch-size",
+        4,
+        "--eval-episodes",
+        1,
+    ],
+    "bootstrapped_dqn_atari.py": [
+        "--no-cuda",
+        "--total-timesteps",
+        64,
+        "--learning-starts",
+        32,
+        "--buffer-size",
+        64,
+        "--batch-size",
+        4,
+        "--eval-episodes",
+        1,
+        "--n-heads",
+        3,
+        "--mask-prob",
+        0.5,
+    ],
 }
 
 
@@ -40,11 +118,19 @@ def test_script_runs_and_saves_its_model(script, run_script, tmp_path):
 def test_cartpole_logs_cleanrl_scalars(run_script, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = run_script("dqn_cartpole.py", "--no-cuda", "--total-timesteps", 1500, "--learning-starts", 500, "--eval-episodes", 2)
+    result = run_script(
+        "dqn_cartpole.py", "--no-cuda", "--total-timesteps", 1500, "--learning-starts", 500, "--eval-episodes", 2
+    )
     assert result.returncode == 0, result.stderr
     [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
     tags = set(EventAccumulator(run_dir).Reload().Tags()["scalars"])
-    assert {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/td_loss", "eval/episodic_return"} <= tags
+    assert {
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/SPS",
+        "losses/td_loss",
+        "eval/episodic_return",
+    } <= tags
 
 
 def test_atari_capture_video_writes_playable_mp4s(run_script, tmp_path):

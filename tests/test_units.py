@@ -73,7 +73,9 @@ def test_dueling_network_shape_and_the_scaled_torso_gradient():
 
     torso_scaled, value_scaled = gradients(network(obs).sum())
     features = network.torso(obs.float() / 255.0)  # the same forward pass without the rescaling
-    torso_plain, value_plain = gradients(dueling_dqn_atari.dueling_q_values(network.value(features), network.advantage(features)).sum())
+    torso_plain, value_plain = gradients(
+        dueling_dqn_atari.dueling_q_values(network.value(features), network.advantage(features)).sum()
+    )
     torch.testing.assert_close(torso_scaled, torso_plain / 2**0.5)  # the torso learns at 1/sqrt(2) ...
     torch.testing.assert_close(value_scaled, value_plain)  # ... the streams at full rate
     assert dueling_dqn_atari.TORSO_GRADIENT_SCALE == pytest.approx(0.7071, abs=1e-4)
@@ -134,7 +136,9 @@ def test_value_iteration_and_exact_success_on_a_hand_mdp():
     assert Q[0, 0] == pytest.approx(0.5 / 0.55)
     assert Q[0, 1] == pytest.approx(0.0)
     start = np.array([1.0, 0.0, 0.0])
-    assert frozenlake.success_probability(np.array([0, 0, 0]), R, C, horizon=3, start=start) == pytest.approx(1 - 0.5**3)
+    assert frozenlake.success_probability(np.array([0, 0, 0]), R, C, horizon=3, start=start) == pytest.approx(
+        1 - 0.5**3
+    )
     assert frozenlake.success_probability(np.array([1, 0, 0]), R, C, horizon=3, start=start) == 0.0
     assert frozenlake.best_success_probability(R, C, horizon=3, start=start) == pytest.approx(1 - 0.5**3)
 
@@ -145,7 +149,9 @@ def test_exact_success_probability_matches_play_in_the_real_env():
     n_states, n_actions = env.observation_space.n, env.action_space.n
     R, C = frozenlake.model_arrays(env.unwrapped.P, n_states, n_actions)
     policy = frozenlake.value_iteration(R, C, 0.99).argmax(axis=1)
-    exact = frozenlake.success_probability(policy, R, C, env.spec.max_episode_steps, env.unwrapped.initial_state_distrib)
+    exact = frozenlake.success_probability(
+        policy, R, C, env.spec.max_episode_steps, env.unwrapped.initial_state_distrib
+    )
     n = 5000
     measured = frozenlake.evaluate(policy, env, n, seed=0)
     # a binomial proportion over 5,000 episodes has a standard error under 0.0071: allow 4 of them
