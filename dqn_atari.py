@@ -6,13 +6,15 @@ this file plus their algorithm.
     python dqn_atari.py --env-id BreakoutNoFrameskip-v4 --cuda
 
 What is here, top to bottom: the arguments, the Atari preprocessing (SB3's wrappers), a video recorder
-built on OpenCV, the Nature CNN, a replay buffer that stores every frame once, evaluation, and the loop.
+built on OpenCV, the Nature CNN, a replay buffer that stores every frame once, evaluation, checkpoints and
+--resume, and the loop.
 Logs go to runs/{run_name} (`tensorboard --logdir runs`), with CleanRL's scalar names.
 
 Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies (full text: LICENSE).
 """
 
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -89,6 +91,16 @@ class Args:
     """whole games played at the end to evaluate the agent (0 to skip)"""
     eval_epsilon: float = 0.05
     """the epsilon of the evaluation games"""
+    checkpoint_frequency: int = 2_000_000
+    """steps between checkpoints of the whole run to `runs/{run_name}/checkpoint.pt`, for --resume (0: none)"""
+    checkpoint_buffer: bool = True
+    """keep the replay memory in checkpoints; without it a resumed run refills it for --learning-starts steps"""
+    resume: str | None = None
+    """continue the run in this folder (`runs/{run_name}`) from its checkpoint, with its flags"""
+    load_model: str | None = None
+    """a model saved by --save-model, or a checkpoint, to play with --eval-only"""
+    eval_only: bool = False
+    """play --eval-episodes games with --load-model's agent, without training"""
 
 
 def check_args(args: Args) -> None:
@@ -96,7 +108,7 @@ def check_args(args: Args) -> None:
     for name in ("total_timesteps", "buffer_size", "batch_size", "train_frequency", "target_network_frequency"):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_episodes"):
+    for name in ("learning_starts", "eval_episodes", "checkpoint_frequency"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
     if args.buffer_size < args.batch_size:
@@ -105,11 +117,15 @@ def check_args(args: Args) -> None:
         raise ValueError(
             f"--buffer-size must be at least {FRAME_STACK + 1}, to hold a stack of frames and the next one"
         )
-    for name in ("start_e", "end_e", "eval_epsilon", "exploration_fraction", "tau"):
+    for name in ("gamma", "start_e", "end_e", "eval_epsilon", "exploration_fraction", "tau"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     if args.learning_rate <= 0:
         raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if args.eval_only != (args.load_model is not None):
+        raise ValueError("--eval-only and --load-model go together (to continue training a run, use --resume)")
+    if args.eval_only and args.eval_episodes == 0:
+        raise ValueError("--eval-only needs --eval-episodes above 0")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -345,6 +361,23 @@ class FrameReplayBuffer:
         self.continues_episode = not (terminated or truncated)
         return i
 
+    def state_dict(self) -> dict:
+        """The written slots and where writing goes on, for checkpoints."""
+        n = self.size
+        arrays = ("episode_step", "actions", "rewards", "terminated", "has_next")
+        return {
+            "frames": self.frames if n == self.capacity else self.frames[:n].clone(),  # a view would save them all
+            **{name: torch.from_numpy(getattr(self, name)[:n]) for name in arrays},
+            **{"pos": self.pos, "size": n, "continues_episode": self.continues_episode},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["size"]
+        self.frames[:n] = state["frames"]
+        for name in ("episode_step", "actions", "rewards", "terminated", "has_next"):
+            getattr(self, name)[:n] = state[name].numpy()
+        self.pos, self.size, self.continues_episode = state["pos"], n, state["continues_episode"]
+
     def _is_valid(self, i: np.ndarray) -> np.ndarray:
         # once the buffer wraps, the oldest slots' earlier frames may be overwritten by new ones
         age = (self.pos - 1 - i) % self.capacity  # 0 for the newest slot
@@ -406,6 +439,20 @@ def evaluate(
     return scores
 
 
+def evaluate_and_log(
+    q_network: QNetwork, args: Args, run_name: str, device: torch.device, writer: SummaryWriter
+) -> None:
+    """Play --eval-episodes whole games with q_network, log them as `eval/episodic_return` and print them."""
+    eval_env = make_env(args.env_id, args.seed + 1, f"videos/{run_name}-eval" if args.capture_video else None)
+    scores = evaluate(q_network.eval(), eval_env, args.eval_episodes, args.eval_epsilon, args.seed + 1, device)
+    eval_env.close()
+    for game, score in enumerate(scores):
+        writer.add_scalar("eval/episodic_return", score, game)
+    print(
+        f"evaluation over {len(scores)} games at epsilon {args.eval_epsilon}: mean {np.mean(scores):.1f}, scores {scores}"
+    )
+
+
 def pick_device(args: Args) -> tuple[torch.device, torch.device]:
     """The training device and the replay storage device."""
     has_gpu = torch.cuda.is_available()
@@ -418,16 +465,212 @@ def pick_device(args: Args) -> tuple[torch.device, torch.device]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Stopping, saving and resuming
+
+SCRIPT = os.path.basename(__file__)
+# Flags that a resumed run, or the evaluation of a saved agent, may change: where it runs, how long, what it records
+# and keeps, how it is evaluated. Any other flag would change what the run learns, and must agree with the saved one.
+CHANGEABLE_FLAGS = {"cuda", "buffer_device", "torch_deterministic", "capture_video", "save_model", "total_timesteps"}
+CHANGEABLE_FLAGS |= {"eval_episodes", "eval_epsilon", "checkpoint_frequency", "checkpoint_buffer"}
+CHANGEABLE_FLAGS |= {"resume", "load_model", "eval_only"}
+
+
+class GracefulStop:
+    """Ctrl-C (SIGINT) and SIGTERM (Slurm preemption, `timeout`, `docker stop`) end a run without losing it.
+
+    The first signal only sets `signum`: the training loop finishes its step, stops, and saves what was asked for
+    (the model, a checkpoint); the script then exits with 128 + signum (130, 143). A second signal, or one once
+    `deferring` is off (during the final evaluation), exits at once.
+    """
+
+    def __init__(self):
+        self.signum = None  # the first signal received
+        self.deferring = True
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signum is None and self.deferring:
+            self.signum = signum
+        else:
+            raise SystemExit(128 + signum)
+
+
+def flags_given(argv: list[str]) -> set[str]:
+    """The Args fields named on a command line: `--buffer-size 10`, `--buffer-size=10`, `--no-cuda`."""
+    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
+    return {name[3:] if name.startswith("no_") and name[3:] in Args.__dataclass_fields__ else name for name in names}
+
+
+def write_atomically(path: str, contents: dict) -> None:
+    """torch.save to a temp file in the same folder, flushed and fsynced, then renamed over `path`: a kill at any
+    instant leaves either the old file or the new one, complete."""
+    temp = path + ".tmp"
+    with open(temp, "wb") as f:
+        torch.save(contents, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+    folder = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a power loss
+    finally:
+        os.close(folder)
+
+
+def saved_file(args: Args, n_actions: int, q_network: nn.Module) -> dict:
+    """What --save-model writes: the weights, and what they are (script, env, number of actions, flags)."""
+    return {
+        "script": SCRIPT,
+        "env_id": args.env_id,
+        "n_actions": int(n_actions),
+        "args": vars(args),
+        "model": q_network.state_dict(),
+    }
+
+
+def load_saved(path: str) -> dict:
+    """A model or checkpoint that this script saved, read back; ValueError saying what is wrong with any other file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    try:  # weights_only: a file that is not ours cannot run code
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        raise ValueError(f"{path} cannot be read as a saved model or checkpoint (truncated, or not one)") from None
+    if not (isinstance(saved, dict) and {"script", "env_id", "n_actions", "args", "model"} <= saved.keys()):
+        raise ValueError(f"{path} is not a model or checkpoint saved by these scripts")
+    if saved["script"] != SCRIPT:
+        raise ValueError(f"{path} was saved by {saved['script']}, not by {SCRIPT}")
+    return saved
+
+
+def open_run(args: Args, given: set[str]) -> tuple[Args, dict | None, str]:
+    """The run's flags, the file it starts from (--resume's checkpoint or --load-model's file, else None) and its
+    name; ValueError if they cannot work. A saved run's flags hold, with those given on this command line."""
+    if args.resume and args.load_model:
+        raise ValueError("--resume and --load-model do not go together")
+    saved = None
+    if args.resume:
+        path = os.path.join(args.resume, "checkpoint.pt")
+        if not os.path.isdir(args.resume):
+            raise ValueError(f"--resume {args.resume}: no such folder")
+        if not os.path.isfile(path):
+            raise ValueError(f"--resume {args.resume}: no checkpoint.pt there (--checkpoint-frequency 0?)")
+        saved = load_saved(path)
+        if "loop" not in saved:
+            raise ValueError(f"{path} holds a model but not a training loop to resume")
+    elif args.load_model:
+        saved = load_saved(args.load_model)
+    if saved is not None:
+        for name in sorted(given - CHANGEABLE_FLAGS):
+            if name in saved["args"] and getattr(args, name) != saved["args"][name]:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} {getattr(args, name)} would change the saved run, "
+                    f"which has {saved['args'][name]}"
+                )
+        kept = {name: value for name, value in saved["args"].items() if name in Args.__dataclass_fields__}
+        args = Args(**{**kept, **{name: getattr(args, name) for name in given if name in Args.__dataclass_fields__}})
+    check_args(args)
+    if args.resume and args.total_timesteps < saved["loop"]["step"]:
+        raise ValueError(
+            f"--total-timesteps {args.total_timesteps:,} is below the {saved['loop']['step']:,} steps already run"
+        )
+    run_name = saved["run_name"] if args.resume else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    os.makedirs(f"runs/{run_name}", exist_ok=True)
+    return args, saved, run_name
+
+
+# What each wrapper carries from one step to the next (its other attributes are settings, or scratch each step
+# rewrites); the frame stack is the observation itself, saved with the loop
+WRAPPER_STATE = {
+    "RecordEpisodeStatistics": ("episode_returns", "episode_lengths", "episode_count"),
+    "EpisodicLifeEnv": ("lives", "was_real_done"),
+    "TimeLimit": ("_elapsed_steps",),
+    "RecordGames": ("games_started",),
+    "ReportGamesEndedInReset": ("pending",),
+}
+
+
+def env_state(env: gym.Env) -> dict:
+    """What the wrapped env's next steps depend on: the emulator with its RNG, the no-op RNG, the action space's RNG,
+    and the wrappers' state (the game in progress, its lives, records not yet reported)."""
+    state = {
+        "emulator": env.unwrapped.ale.cloneState(include_rng=True).serialize(),
+        "np_random": env.unwrapped.np_random.bit_generator.state,
+        "action_space": env.action_space.np_random.bit_generator.state,
+    }
+    for wrapper in wrappers(env):
+        state |= {
+            f"{type(wrapper).__name__}.{a}": getattr(wrapper, a) for a in WRAPPER_STATE.get(type(wrapper).__name__, ())
+        }
+    return state
+
+
+def restore_env_state(env: gym.Env, state: dict, obs: np.ndarray) -> None:
+    """Put a new env, reset once, back into a saved state, with `obs` as its frame stack."""
+    env.unwrapped.ale.restoreState(ale_py.ALEState(state["emulator"]))
+    env.unwrapped.np_random.bit_generator.state = state["np_random"]
+    env.action_space.np_random.bit_generator.state = state["action_space"]
+    for wrapper in wrappers(env):
+        for attribute in WRAPPER_STATE.get(type(wrapper).__name__, ()):
+            if (key := f"{type(wrapper).__name__}.{attribute}") in state:  # a run may add or drop videos on resume
+                setattr(wrapper, attribute, state[key])
+        if isinstance(wrapper, gym.wrappers.FrameStackObservation):
+            wrapper.obs_queue = deque(obs.copy(), maxlen=FRAME_STACK)
+
+
+def wrappers(env: gym.Env) -> list[gym.Wrapper]:
+    """env's wrappers, outermost first."""
+    chain = []
+    while isinstance(env, gym.Wrapper):
+        chain.append(env)
+        env = env.env
+    return chain
+
+
+def loop_state(step: int, obs: np.ndarray, rng: np.random.Generator, env: gym.Env, parts: dict, recent_returns) -> dict:
+    """Everything the training loop's next steps depend on, after `step` steps: the observation, the RNGs, the env,
+    and the state of each object in `parts` (target network, optimizer, replay memory, ...)."""
+    return {
+        "step": step,
+        "obs": torch.from_numpy(obs.copy()),
+        "rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "env": env_state(env),
+        "recent_returns": list(recent_returns),
+        **{name: part.state_dict() for name, part in parts.items()},
+    }
+
+
+def restore_loop_state(
+    state: dict, rng: np.random.Generator, env: gym.Env, parts: dict, recent_returns
+) -> tuple[int, np.ndarray]:
+    """loop_state undone, for the parts the checkpoint holds; returns the step to go on from and its observation."""
+    for name, part in parts.items():
+        if name in state:
+            part.load_state_dict(state[name])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    recent_returns.extend(state["recent_returns"])
+    obs = state["obs"].numpy().copy()
+    restore_env_state(env, state["env"], obs)
+    return state["step"], obs
+
+
+# ---------------------------------------------------------------------------------------------------
 # Training
 
 
-def main(args: Args) -> int:
+def main(args: Args, given: set[str] = frozenset()) -> int:
+    """Train (or, with --eval-only, play a saved agent); `given` names the flags set on the command line."""
+    stop = GracefulStop()
     try:
-        check_args(args)
+        args, saved, run_name = open_run(args, given)
         device, buffer_device = pick_device(args)
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
         env = make_env(args.env_id, args.seed, f"videos/{run_name}" if args.capture_video else None)
-    except ValueError as e:
+        if saved is not None and saved["n_actions"] != env.action_space.n:
+            raise ValueError(f"the saved agent has {saved['n_actions']} actions, {args.env_id} {env.action_space.n}")
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -435,11 +678,13 @@ def main(args: Args) -> int:
     torch.backends.cudnn.deterministic = args.torch_deterministic
     rng = np.random.default_rng(args.seed)
 
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
-    )
+    # a resumed run hides what the killed one logged after its checkpoint, so that no step is logged twice
+    writer = SummaryWriter(f"runs/{run_name}", purge_step=saved["loop"]["step"] if args.resume else None)
+    if not args.resume:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
+        )
 
     n_actions = env.action_space.n
     q_network = QNetwork(n_actions).to(device).to(memory_format=torch.channels_last)
@@ -449,76 +694,109 @@ def main(args: Args) -> int:
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
     rb = FrameReplayBuffer(args.buffer_size, env.observation_space.shape[1:], n_actions, buffer_device)
 
+    if args.eval_only:  # --load-model PATH --eval-only: play the saved agent, no training
+        q_network.load_state_dict(saved["model"])
+        stop.deferring = False
+        evaluate_and_log(q_network, args, run_name, device, writer)
+        writer.close()
+        return 0
+
+    recent_returns = deque(maxlen=20)
+    parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb}  # what checkpoints keep
+    obs, _ = env.reset(seed=args.seed)
+    start_step, learning_starts = 0, args.learning_starts
+    if args.resume:  # back to the checkpoint's step, exactly as the run was then
+        q_network.load_state_dict(saved["model"])
+        start_step, obs = restore_loop_state(saved["loop"], rng, env, parts, recent_returns)
+        if "replay" not in saved["loop"]:
+            learning_starts = start_step + args.learning_starts
+            print(
+                f"note: the checkpoint has no replay memory; learning resumes after {args.learning_starts:,} steps",
+                file=sys.stderr,
+            )
+
+    def save_checkpoint(step: int) -> None:  # the whole run after `step` steps, for --resume
+        kept = parts if args.checkpoint_buffer else {name: part for name, part in parts.items() if name != "replay"}
+        loop = loop_state(step, obs, rng, env, kept, recent_returns)
+        write_atomically(
+            f"runs/{run_name}/checkpoint.pt",
+            {**saved_file(args, n_actions, q_network), "run_name": run_name, "loop": loop},
+        )
+
     start_time = time.time()
     training_start_time = None  # when the first gradient update happened, for the training-phase SPS
     last_print = start_time
-    recent_returns = deque(maxlen=20)
-    global_step = 0
-    interrupted = False
-    print(f"run {run_name} on {device}; logs in runs/{run_name}", flush=True)
-    obs, _ = env.reset(seed=args.seed)
-    try:
-        for global_step in range(args.total_timesteps):
-            epsilon = linear_schedule(
-                args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
+    global_step = start_step
+    print(f"run {run_name} on {device} from step {start_step:,}; logs in runs/{run_name}", flush=True)
+    for global_step in range(start_step, args.total_timesteps):
+        if stop.signum:  # Ctrl-C or SIGTERM: stop between two steps, where the run's state is whole
+            break
+        epsilon = linear_schedule(
+            args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
+        )
+        if rng.random() < epsilon:
+            action = int(rng.integers(n_actions))
+        else:
+            with torch.inference_mode():
+                action = int(q_network(torch.from_numpy(obs).to(device)[None]).argmax(1).item())
+
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        if "episode" in info:  # a whole game ended: its unclipped score
+            game_return = float(info["episode"]["r"])
+            recent_returns.append(game_return)
+            writer.add_scalar("charts/episodic_return", game_return, global_step)
+            writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
+
+        rb.add(obs, action, reward, next_obs, terminated, truncated)
+        obs = next_obs if not (terminated or truncated) else env.reset()[0]
+
+        if global_step >= learning_starts:
+            if global_step % args.train_frequency == 0:
+                if training_start_time is None:
+                    training_start_time, training_start_step = time.time(), global_step
+                data = rb.sample(args.batch_size, rng, device)
+                with torch.no_grad():
+                    td_target = dqn_target(target_network(data.next_obs), data.rewards, data.terminated, args.gamma)
+                q_taken = q_network(data.obs).gather(1, data.actions[:, None]).squeeze(1)
+                loss = F.mse_loss(q_taken, td_target)
+
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+                if global_step % 100 == 0:
+                    writer.add_scalar("losses/td_loss", loss.item(), global_step)
+                    writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
+                    sps = int((global_step - start_step) / (time.time() - start_time))
+                    writer.add_scalar("charts/SPS", sps, global_step)
+                    writer.add_scalar("charts/epsilon", epsilon, global_step)
+
+            if global_step % args.target_network_frequency == 0:
+                with torch.no_grad():
+                    for target_param, param in zip(target_network.parameters(), q_network.parameters()):
+                        target_param.lerp_(param, args.tau)  # target <- target + tau * (online - target)
+
+        if time.time() - last_print > 10:
+            last_print = time.time()
+            mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
+            print(
+                f"step {global_step:>9,}/{args.total_timesteps:,}  SPS {int((global_step - start_step) / (last_print - start_time)):>5}  "
+                f"return (last {len(recent_returns)} games) {mean_return:>6}  epsilon {epsilon:.3f}",
+                flush=True,
             )
-            if rng.random() < epsilon:
-                action = int(rng.integers(n_actions))
-            else:
-                with torch.inference_mode():
-                    action = int(q_network(torch.from_numpy(obs).to(device)[None]).argmax(1).item())
 
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            if "episode" in info:  # a whole game ended: its unclipped score
-                game_return = float(info["episode"]["r"])
-                recent_returns.append(game_return)
-                writer.add_scalar("charts/episodic_return", game_return, global_step)
-                writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
-
-            rb.add(obs, action, reward, next_obs, terminated, truncated)
-            obs = next_obs if not (terminated or truncated) else env.reset()[0]
-
-            if global_step >= args.learning_starts:
-                if global_step % args.train_frequency == 0:
-                    if training_start_time is None:
-                        training_start_time, training_start_step = time.time(), global_step
-                    data = rb.sample(args.batch_size, rng, device)
-                    with torch.no_grad():
-                        td_target = dqn_target(target_network(data.next_obs), data.rewards, data.terminated, args.gamma)
-                    q_taken = q_network(data.obs).gather(1, data.actions[:, None]).squeeze(1)
-                    loss = F.mse_loss(q_taken, td_target)
-
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-
-                    if global_step % 100 == 0:
-                        writer.add_scalar("losses/td_loss", loss.item(), global_step)
-                        writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
-                        writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
-                        writer.add_scalar("charts/epsilon", epsilon, global_step)
-
-                if global_step % args.target_network_frequency == 0:
-                    with torch.no_grad():
-                        for target_param, param in zip(target_network.parameters(), q_network.parameters()):
-                            target_param.lerp_(param, args.tau)  # target <- target + tau * (online - target)
-
-            if time.time() - last_print > 10:
-                last_print = time.time()
-                mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
-                print(
-                    f"step {global_step:>9,}/{args.total_timesteps:,}  SPS {int(global_step / (last_print - start_time)):>5}  "
-                    f"return (last {len(recent_returns)} games) {mean_return:>6}  epsilon {epsilon:.3f}",
-                    flush=True,
-                )
+        if args.checkpoint_frequency and (global_step + 1) % args.checkpoint_frequency == 0:
+            save_checkpoint(global_step + 1)
+    else:  # the loop ran to its end
         global_step = args.total_timesteps
-    except KeyboardInterrupt:
-        interrupted = True
+    if stop.signum:
         print(f"\ninterrupted at step {global_step:,}", file=sys.stderr)
+    if args.checkpoint_frequency and global_step % args.checkpoint_frequency != 0:
+        save_checkpoint(global_step)  # where the run stopped, so that it can go on from there
     env.close()
 
     elapsed = time.time() - start_time
-    summary = f"{global_step:,} steps in {elapsed:.1f} s ({global_step / elapsed:.1f} SPS"
+    summary = f"{global_step - start_step:,} steps in {elapsed:.1f} s ({(global_step - start_step) / elapsed:.1f} SPS"
     if training_start_time is not None:
         train_sps = (global_step - training_start_step) / (time.time() - training_start_time)
         summary += f", {train_sps:.1f} SPS once learning started"
@@ -526,26 +804,19 @@ def main(args: Args) -> int:
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.pt"
-        torch.save(q_network.state_dict(), model_path)
+        write_atomically(model_path, saved_file(args, n_actions, q_network))
         print(f"model saved to {model_path}")
-    if args.eval_episodes > 0 and not interrupted:
+    if args.eval_episodes > 0 and not stop.signum:
         if args.save_model:  # evaluate what was saved, loaded back, so the file is known to work
-            q_network = QNetwork(n_actions).to(device)
-            q_network.load_state_dict(torch.load(model_path, map_location=device))
-        eval_env = make_env(args.env_id, args.seed + 1, f"videos/{run_name}-eval" if args.capture_video else None)
-        scores = evaluate(q_network.eval(), eval_env, args.eval_episodes, args.eval_epsilon, args.seed + 1, device)
-        eval_env.close()
-        for game, score in enumerate(scores):
-            writer.add_scalar("eval/episodic_return", score, game)
-        print(
-            f"evaluation over {len(scores)} games at epsilon {args.eval_epsilon}: mean {np.mean(scores):.1f}, scores {scores}"
-        )
+            q_network.load_state_dict(load_saved(model_path)["model"])
+        stop.deferring = False  # from here on, a signal stops at once
+        evaluate_and_log(q_network, args, run_name, device, writer)
     writer.close()
-    return 130 if interrupted else 0
+    return 128 + stop.signum if stop.signum else 0
 
 
 if __name__ == "__main__":
     try:
-        sys.exit(main(tyro.cli(Args)))
-    except KeyboardInterrupt:  # outside the training loop (which saves and stops cleanly): just stop
+        sys.exit(main(tyro.cli(Args), flags_given(sys.argv[1:])))
+    except KeyboardInterrupt:  # before main() takes over the signals: just stop
         sys.exit(130)

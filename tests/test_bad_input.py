@@ -34,6 +34,19 @@ CASES = [
     ("bootstrapped_dqn_atari.py", ["--n-heads", 0], "--n-heads"),
     ("bootstrapped_dqn_atari.py", ["--mask-prob", 0], "--mask-prob"),
     ("bootstrapped_dqn_atari.py", ["--mask-prob", 1.5], "--mask-prob"),
+    *[
+        (script, ["--gamma", 1.5], "--gamma")
+        for script in [
+            "dqn_cartpole.py",
+            "dqn_atari.py",
+            "double_dqn_atari.py",
+            "dueling_dqn_atari.py",
+            "per_dqn_atari.py",
+            "bootstrapped_dqn_atari.py",
+        ]
+    ],
+    ("dqn_atari.py", ["--checkpoint-frequency", -1], "--checkpoint-frequency"),
+    ("dqn_atari.py", ["--eval-only"], "--eval-only and --load-model go together"),
 ]
 
 
@@ -66,3 +79,12 @@ def test_cuda_without_a_gpu_falls_back_to_the_cpu_and_says_so(run_script):
     )
     assert result.returncode == 0, result.stderr
     assert "no CUDA GPU found, running on the CPU" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["dqn_cartpole.py", "dqn_atari.py"])
+def test_runs_existing_as_a_file_is_one_clear_line(script, run_script, tmp_path):
+    (tmp_path / "runs").write_text("a file where the run folders would go")
+    result = run_script(script, "--no-cuda", "--total-timesteps", 50, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    [error_line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "Not a directory" in error_line or "File exists" in error_line, error_line

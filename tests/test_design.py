@@ -36,6 +36,24 @@ SHARED_BLOCKS = {
         "dqn_cartpole.py",
     ],
     "scale_gradient": ["dueling_dqn_atari.py", "bootstrapped_dqn_atari.py"],
+    # stopping, saving and resuming: one block in every script with a network
+    **{
+        name: [*ATARI_SCRIPTS, "dqn_cartpole.py"]
+        for name in [
+            "GracefulStop",
+            "SCRIPT",
+            "flags_given",
+            "write_atomically",
+            "saved_file",
+            "load_saved",
+            "open_run",
+            "wrappers",
+            "loop_state",
+            "restore_loop_state",
+        ]
+    },
+    "evaluate_and_log": [script for script in ATARI_SCRIPTS if script != "bootstrapped_dqn_atari.py"],
+    **{name: ATARI_SCRIPTS for name in ["WRAPPER_STATE", "env_state", "restore_env_state"]},
 }
 
 

@@ -53,7 +53,7 @@ def test_atari_same_seed_same_weights(run_script, tmp_path):
         result = run_script("dqn_atari.py", *flags, "--exp-name", name)
         assert result.returncode == 0, result.stderr
         [model_path] = glob.glob(str(tmp_path / "runs" / f"*__{name}__*" / f"{name}.pt"))
-        weights.append(torch.load(model_path))
+        weights.append(torch.load(model_path, weights_only=True)["model"])
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
@@ -82,4 +82,4 @@ def test_ctrl_c_saves_the_model_and_exits_130(script, tmp_path):
     assert process.returncode == 130, stderr
     assert "interrupted at step" in stderr and "Traceback" not in stderr
     [model_path] = glob.glob(str(tmp_path / "runs" / "*" / f"{script[:-3]}.pt"))
-    assert torch.load(model_path)
+    assert torch.load(model_path, weights_only=True)["model"]

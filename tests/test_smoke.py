@@ -109,8 +109,9 @@ def test_script_runs_and_saves_its_model(script, run_script, tmp_path):
     [events] = glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
     assert os.path.getsize(events) > 0
     if model_path.endswith(".pt"):
-        state = torch.load(model_path)
-        assert all(torch.isfinite(tensor).all() for tensor in state.values())
+        saved = torch.load(model_path, weights_only=True)  # the weights, and what they are
+        assert saved["script"] == script and saved["n_actions"] == (2 if script == "dqn_cartpole.py" else 4)
+        assert all(torch.isfinite(tensor).all() for tensor in saved["model"].values())
     else:
         assert np.load(model_path).shape == (16, 4)
 

@@ -1,0 +1,227 @@
+"""Checkpoints, --resume, SIGTERM and --load-model: a killed run goes on exactly; saved agents load back."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT
+
+TINY_ATARI = ["--no-cuda", "--learning-starts", 200, "--buffer-size", 500, "--batch-size", 8]
+TINY_ATARI += ["--target-network-frequency", 100, "--eval-episodes", 0, "--save-model"]
+EXACT_RUNS = {  # total steps, checkpoint every, flags
+    "dqn_cartpole.py": [
+        "--no-cuda",
+        "--total-timesteps",
+        6000,
+        "--checkpoint-frequency",
+        1500,
+        "--learning-starts",
+        500,
+        "--eval-frequency",
+        1000,
+        "--eval-episodes",
+        0,
+        "--save-model",
+    ],
+    "dqn_atari.py": [*TINY_ATARI, "--total-timesteps", 1500, "--checkpoint-frequency", 300],
+    "per_dqn_atari.py": [*TINY_ATARI, "--total-timesteps", 1500, "--checkpoint-frequency", 300],
+    "bootstrapped_dqn_atari.py": [
+        *TINY_ATARI,
+        "--total-timesteps",
+        1200,
+        "--checkpoint-frequency",
+        300,
+        "--n-heads",
+        3,
+        "--mask-prob",
+        0.5,
+    ],
+}
+
+
+def start(script, flags, cwd):
+    command = [sys.executable, os.path.join(ROOT, script), *map(str, flags)]
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def scalars(run_dir, tag):
+    return [(event.step, event.value) for event in EventAccumulator(run_dir).Reload().Scalars(tag)]
+
+
+def model(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("script", sorted(EXACT_RUNS))
+def test_a_run_killed_between_checkpoints_and_resumed_is_the_run_left_alone(script, tmp_path):
+    flags = EXACT_RUNS[script]
+    alone = start(script, [*flags, "--exp-name", "alone"], tmp_path)
+    _, stderr = alone.communicate(timeout=300)
+    assert alone.returncode == 0, stderr
+
+    killed = start(script, [*flags, "--exp-name", "killed"], tmp_path)
+    while not glob.glob(str(tmp_path / "runs" / "*__killed__*" / "checkpoint.pt")):
+        assert killed.poll() is None, killed.stderr.read()
+        time.sleep(0.01)
+    time.sleep(0.2)  # a little past the first checkpoint, so that the run logs steps the resumed run must replace
+    assert killed.poll() is None, "the run ended before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    [run_dir] = glob.glob(str(tmp_path / "runs" / "*__killed__*"))
+    assert not glob.glob(os.path.join(run_dir, "killed.pt"))  # it really was cut short
+
+    resumed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), "--resume", run_dir],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    [alone_dir] = glob.glob(str(tmp_path / "runs" / "*__alone__*"))
+    returns = scalars(run_dir, "charts/episodic_return")
+    assert len(returns) >= 5 and returns == scalars(alone_dir, "charts/episodic_return")
+    for tag in ("charts/episodic_return", "losses/td_loss", "charts/epsilon"):  # no step missing or logged twice
+        assert [step for step, _ in scalars(run_dir, tag)] == [step for step, _ in scalars(alone_dir, tag)], tag
+    weights, weights_alone = model(os.path.join(run_dir, "killed.pt")), model(os.path.join(alone_dir, "alone.pt"))
+    assert all(torch.equal(weights[key], weights_alone[key]) for key in weights)
+
+
+@pytest.mark.parametrize("script", ["dqn_cartpole.py", "dqn_atari.py"])
+def test_sigterm_saves_the_model_and_a_checkpoint_and_exits_143(script, tmp_path):
+    flags = [
+        "--no-cuda",
+        "--save-model",
+        "--learning-starts",
+        200,
+        "--batch-size",
+        8,
+        "--checkpoint-frequency",
+        100_000,
+    ]
+    process = start(script, flags, tmp_path)
+    assert process.stdout.readline().startswith("run ")  # printed just before the training loop
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "interrupted at step" in stderr and "Traceback" not in stderr
+    [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
+    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+    assert checkpoint["loop"]["step"] > 0 and model(os.path.join(run_dir, f"{script[:-3]}.pt"))
+    # and the run goes on from there
+    resumed = start(script, ["--resume", run_dir, "--total-timesteps", checkpoint["loop"]["step"] + 50], tmp_path)
+    _, stderr = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, stderr
+    assert (
+        torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["loop"]["step"]
+        == checkpoint["loop"]["step"] + 50
+    )
+
+
+def test_a_second_signal_stops_at_once():
+    import dqn_atari
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = dqn_atari.GracefulStop()
+        os.kill(os.getpid(), signal.SIGTERM)  # the first: noted, the loop finishes its step
+        assert stop.signum == signal.SIGTERM
+        with pytest.raises(SystemExit) as exit_info:
+            os.kill(os.getpid(), signal.SIGINT)  # the second: out at once
+        assert exit_info.value.code == 130
+        stop = dqn_atari.GracefulStop()
+        stop.deferring = False  # as during the final evaluation: even the first stops at once
+        with pytest.raises(SystemExit) as exit_info:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert exit_info.value.code == 143
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def tiny_saved_run(tmp_path, script="dqn_atari.py", extra=()):
+    flags = [*TINY_ATARI, "--total-timesteps", 300, "--checkpoint-frequency", 200, *extra]
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *map(str, flags)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    [run_dir] = glob.glob(str(tmp_path / "runs" / f"*__{script[:-3]}__*"))
+    return run_dir
+
+
+def test_eval_only_plays_a_saved_model_or_checkpoint_and_a_signal_stops_it_at_once(tmp_path, run_script):
+    run_dir = tiny_saved_run(tmp_path)
+    for path in (os.path.join(run_dir, "dqn_atari.pt"), os.path.join(run_dir, "checkpoint.pt")):
+        result = run_script("dqn_atari.py", "--load-model", path, "--eval-only", "--eval-episodes", 1, "--no-cuda")
+        assert result.returncode == 0, result.stderr
+        assert "evaluation over 1 games at epsilon 0.05" in result.stdout
+    process = start(
+        "dqn_atari.py", ["--load-model", path, "--eval-only", "--eval-episodes", 1000, "--no-cuda"], tmp_path
+    )
+    time.sleep(4)
+    began = time.time()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143 and time.time() - began < 5 and "Traceback" not in stderr
+
+
+def test_without_the_buffer_a_resumed_run_refills_it_before_learning(tmp_path, run_script):
+    run_dir = tiny_saved_run(tmp_path, extra=["--no-checkpoint-buffer"])
+    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+    assert "replay" not in checkpoint["loop"] and "target_network" in checkpoint["loop"]
+    result = run_script("dqn_atari.py", "--resume", run_dir, "--total-timesteps", 600)
+    assert result.returncode == 0, result.stderr
+    assert "learning resumes after 200 steps" in result.stderr
+    loss_steps = [step for step, _ in scalars(run_dir, "losses/td_loss")]
+    assert not [step for step in loss_steps if 300 <= step < 500] and max(loss_steps) >= 500
+
+
+def test_saved_files_and_resume_errors_are_one_line_each(tmp_path, run_script):
+    run_dir = tiny_saved_run(tmp_path)
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    (tmp_path / "truncated").mkdir()
+    with open(checkpoint, "rb") as f, open(tmp_path / "truncated" / "checkpoint.pt", "wb") as g:
+        g.write(f.read()[:5000])
+    (tmp_path / "not_ours.pt").write_bytes(b"not a torch file")
+    torch.save({"fc.weight": torch.zeros(2)}, tmp_path / "bare_state_dict.pt")
+    cases = [
+        ("dqn_atari.py", ["--resume", "runs/no_such_run"], "no such folder"),
+        ("dqn_atari.py", ["--resume", str(tmp_path)], "no checkpoint.pt"),
+        ("dqn_atari.py", ["--resume", str(tmp_path / "truncated")], "cannot be read"),
+        ("double_dqn_atari.py", ["--resume", run_dir], "saved by dqn_atari.py, not by double_dqn_atari.py"),
+        (
+            "dqn_atari.py",
+            ["--resume", run_dir, "--env-id", "PongNoFrameskip-v4"],
+            "--env-id PongNoFrameskip-v4 would change",
+        ),
+        ("dqn_atari.py", ["--resume", run_dir, "--buffer-size", 1000], "--buffer-size 1000 would change"),
+        ("dqn_atari.py", ["--resume", run_dir, "--total-timesteps", 100], "below the 300 steps"),
+        ("dqn_atari.py", ["--load-model", "nothing.pt", "--eval-only"], "nothing.pt: no such file"),
+        ("dqn_atari.py", ["--load-model", str(tmp_path / "not_ours.pt"), "--eval-only"], "cannot be read"),
+        (
+            "dqn_atari.py",
+            ["--load-model", str(tmp_path / "bare_state_dict.pt"), "--eval-only"],
+            "not a model or checkpoint",
+        ),
+        ("per_dqn_atari.py", ["--load-model", checkpoint, "--eval-only"], "saved by dqn_atari.py"),
+        ("dqn_atari.py", ["--load-model", checkpoint, "--eval-only", "--env-id", "PongNoFrameskip-v4"], "would change"),
+        ("dqn_atari.py", ["--load-model", checkpoint], "--eval-only and --load-model go together"),
+        ("dqn_cartpole.py", ["--load-model", checkpoint, "--eval-only"], "saved by dqn_atari.py"),
+    ]
+    for script, flags, message in cases:
+        result = run_script(script, *flags, timeout=120)
+        error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (flags, result.stderr)
+        assert len(error_lines) == 1 and message in error_lines[0], (flags, result.stderr)
