@@ -1,0 +1,193 @@
+"""Run a grid of scripts x games x seeds on Ray, each run a Ray task that runs the unchanged script as a subprocess.
+
+    python benchmarks/grid.py --scripts dqn_atari.py double_dqn_atari.py --env-ids BreakoutNoFrameskip-v4 \\
+        PongNoFrameskip-v4 --seeds 1 2 3 --out grid_runs -- --total-timesteps 300000 --learning-starts 20000 --buffer-size 100000
+
+Everything after `--` goes to every script. Each run lands in `--out/{env_id}__{script}__{seed}/`:
+its `runs/` folder (TensorBoard events, the model, the checkpoint), `stdout.log` and `stderr.log`, and `run.json`
+(the command, exit code, wall time, steps per second), which marks it finished.
+
+- Engine: a local Ray instance by default; `--address auto` joins a cluster started with `ray start --head`,
+  `--address ray://host:10001` joins one through Ray Client. Ray packs runs by `--cpus-per-run` and
+  `--gpus-per-run`; `--threads-per-run` sets the runs' torch threads (OMP_NUM_THREADS).
+- No shared filesystem needed: the code reaches workers through Ray's `runtime_env` (this repository, without its
+  run folders). A run on the machine that holds `--out` works there directly, so its checkpoints survive a stopped
+  grid; a run on another machine works in a temp folder and sends its results back when it ends, and a checkpoint
+  to resume from travels to it.
+- Rerunning the same command skips finished runs and resumes any run that left a checkpoint (`--resume`).
+- A failed run is reported with the tail of its stderr while the others go on; the command then exits 1.
+- A progress line shows done / running / failed / queued and an ETA.
+"""
+
+import argparse
+import glob
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+import ray
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXCLUDES = [".git", "runs", "videos", ".whl", ".gl", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pt"]
+
+
+def pack(folder: str) -> bytes:
+    """A folder as tar.gz bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, folder: str) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(folder, filter="data")
+
+
+def run_one(
+    script: str,
+    env_id: str,
+    seed: int,
+    flags: list[str],
+    threads: int,
+    out_dir: str,
+    driver_node: str,
+    payload: bytes | None,
+) -> dict:
+    """One run, in a Ray worker: the script as a subprocess, resumed if its folder holds a checkpoint."""
+    code_dir = os.getcwd()  # runtime_env's copy of the repository
+    local = ray.get_runtime_context().get_node_id() == driver_node
+    work = out_dir if local else tempfile.mkdtemp()
+    os.makedirs(work, exist_ok=True)
+    if payload is not None and not local:
+        unpack(payload, work)
+    checkpoints = glob.glob(os.path.join(work, "runs", "*", "checkpoint.pt"))
+    if checkpoints:  # go on from where the run stopped, with its own flags (those given here must agree)
+        command = ["--resume", os.path.relpath(os.path.dirname(checkpoints[0]), work), *flags]
+    else:
+        command = ["--env-id", env_id, "--seed", str(seed), *flags]
+    command = [sys.executable, os.path.join(code_dir, script), *command]
+    began = time.time()
+    with open(os.path.join(work, "stdout.log"), "a") as stdout, open(os.path.join(work, "stderr.log"), "a") as stderr:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+        code = subprocess.run(command, cwd=work, stdout=stdout, stderr=stderr, env=env).returncode
+    with open(os.path.join(work, "stderr.log")) as f:
+        stderr_tail = f.read()[-2000:]
+    result = {
+        "command": [script, *command[2:]],
+        "returncode": code,
+        "wall_s": round(time.time() - began, 1),
+        "resumed": bool(checkpoints),
+        "stderr_tail": stderr_tail,
+    }
+    if not local:  # the results travel back: events, model, checkpoint, logs
+        result["payload"] = pack(work)
+    return result
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    script_flags = argv[argv.index("--") + 1 :] if "--" in argv else []
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scripts", nargs="+", required=True)
+    parser.add_argument("--env-ids", nargs="+", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--out", default="grid_runs", help="where the runs' results go")
+    parser.add_argument("--address", default=None, help="'auto' or 'ray://host:10001' to join a cluster")
+    parser.add_argument("--cpus-per-run", type=float, default=1)
+    parser.add_argument("--gpus-per-run", type=float, default=0)
+    parser.add_argument("--threads-per-run", type=int, default=1)
+    opts = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    for script in opts.scripts:
+        if not os.path.isfile(os.path.join(ROOT, script)):
+            print(f"error: no script {script} in {ROOT}", file=sys.stderr)
+            return 2
+
+    out = os.path.abspath(opts.out)
+    runs = [(s, e, seed) for s in opts.scripts for e in opts.env_ids for seed in opts.seeds]
+    to_do = [r for r in runs if not os.path.isfile(run_folder(out, *r, "run.json"))]
+    print(
+        f"{len(runs)} runs: {len(runs) - len(to_do)} finished before, {len(to_do)} to run; results in {out}", flush=True
+    )
+    if not to_do:
+        return 0
+    excludes = EXCLUDES + [os.path.relpath(out, ROOT) + "/"] if out.startswith(ROOT + os.sep) else EXCLUDES
+    ray.init(
+        address=opts.address,
+        runtime_env={"working_dir": ROOT, "excludes": excludes},
+        log_to_driver=False,
+        include_dashboard=False,
+        logging_level="WARNING",
+    )
+    driver_node = ray.get_runtime_context().get_node_id()
+    task = ray.remote(run_one).options(num_cpus=opts.cpus_per_run, num_gpus=opts.gpus_per_run, max_retries=0)
+    pending = {}
+    for script, env_id, seed in to_do:
+        folder = run_folder(out, script, env_id, seed)
+        payload = pack(folder) if glob.glob(os.path.join(folder, "runs", "*", "checkpoint.pt")) else None
+        ref = task.remote(script, env_id, seed, script_flags, opts.threads_per_run, folder, driver_node, payload)
+        pending[ref] = (script, env_id, seed)
+
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // opts.cpus_per_run))
+    began, durations, failed = time.time(), [], []
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=5)
+        for ref in ready:
+            script, env_id, seed = pending.pop(ref)
+            folder = run_folder(out, script, env_id, seed)
+            try:
+                result = ray.get(ref)
+            except Exception as e:  # the task itself broke (a lost worker, say)
+                result = {"returncode": None, "stderr_tail": f"{type(e).__name__}: {e}"}
+            if "payload" in result:
+                unpack(result.pop("payload"), folder)
+            name = f"{script} {env_id} seed {seed}"
+            if result["returncode"] == 0:
+                durations.append(result["wall_s"])
+                result["steps_per_second"] = steps_per_second(folder)
+                with open(os.path.join(folder, "run.json"), "w") as f:
+                    json.dump({"script": script, "env_id": env_id, "seed": seed, **result}, f, indent=1)
+            else:
+                failed.append(name)
+                tail = "\n    ".join(result["stderr_tail"].strip().splitlines()[-8:])
+                print(f"\nFAILED {name} (exit {result['returncode']}):\n    {tail}", flush=True)
+        done = len(to_do) - len(pending) - len(failed)
+        running = min(len(pending), slots)
+        eta = "-"
+        if durations:
+            eta = f"{(sum(durations) / len(durations)) * -(-len(pending) // slots) / 60:.1f} min"
+        print(
+            f"\rdone {done} / running {running} / failed {len(failed)} / queued {len(pending) - running}  "
+            f"ETA {eta}  ({(time.time() - began) / 60:.1f} min)",
+            end="",
+            flush=True,
+        )
+    print()
+    ray.shutdown()
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_folder(out: str, script: str, env_id: str, seed: int, *rest: str) -> str:
+    return os.path.join(out, f"{env_id}__{script[:-3]}__{seed}", *rest)
+
+
+def steps_per_second(folder: str) -> float | None:
+    """The run's own final figure: the training-phase SPS if it learned, else the overall SPS."""
+    with open(os.path.join(folder, "stdout.log")) as f:
+        lines = [line for line in f if " steps in " in line and " SPS" in line]
+    if not lines:
+        return None
+    numbers = [part.split()[0].strip("(,") for part in lines[-1].split("(")[1].split(", ")]
+    return float(numbers[-1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
