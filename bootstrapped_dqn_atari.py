@@ -209,6 +209,15 @@ class RecordGames(gym.Wrapper):
         super().close()
 
 
+def wrappers(env: gym.Env) -> list[gym.Wrapper]:
+    """env's wrappers, outermost first."""
+    chain = []
+    while isinstance(env, gym.Wrapper):
+        chain.append(env)
+        env = env.env
+    return chain
+
+
 class ReportGamesEndedInReset(gym.Wrapper):
     """Pass on the record of a game that ended inside reset(), where SB3's wrappers would drop it.
 
@@ -220,9 +229,7 @@ class ReportGamesEndedInReset(gym.Wrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self.stats = env
-        while not isinstance(self.stats, gym.wrappers.RecordEpisodeStatistics):
-            self.stats = self.stats.env
+        [self.stats] = [w for w in wrappers(env) if isinstance(w, gym.wrappers.RecordEpisodeStatistics)]
         self.pending = []  # records of games that ended in a reset, not yet reported, oldest first
 
     def reset(self, **kwargs):
@@ -753,15 +760,6 @@ def restore_env_state(env: gym.Env, state: dict, obs: np.ndarray) -> None:
                 setattr(wrapper, attribute, state[key])
         if isinstance(wrapper, gym.wrappers.FrameStackObservation):
             wrapper.obs_queue = deque(obs.copy(), maxlen=FRAME_STACK)
-
-
-def wrappers(env: gym.Env) -> list[gym.Wrapper]:
-    """env's wrappers, outermost first."""
-    chain = []
-    while isinstance(env, gym.Wrapper):
-        chain.append(env)
-        env = env.env
-    return chain
 
 
 def loop_state(step: int, obs: np.ndarray, rng: np.random.Generator, env: gym.Env, parts: dict, recent_returns) -> dict:

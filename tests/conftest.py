@@ -5,6 +5,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the smallest Atari run that learns a little: 100 random steps, then updates on batches of 8
+TINY_ATARI = "--no-cuda --learning-starts 100 --buffer-size 300 --batch-size 8".split()
 
 
 @pytest.fixture

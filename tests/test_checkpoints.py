@@ -11,37 +11,17 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT
+from conftest import ROOT, TINY_ATARI
 
-TINY_ATARI = ["--no-cuda", "--learning-starts", 200, "--buffer-size", 500, "--batch-size", 8]
-TINY_ATARI += ["--target-network-frequency", 100, "--eval-episodes", 0, "--save-model"]
-EXACT_RUNS = {  # total steps, checkpoint every, flags
-    "dqn_cartpole.py": [
-        "--no-cuda",
-        "--total-timesteps",
-        6000,
-        "--checkpoint-frequency",
-        1500,
-        "--learning-starts",
-        500,
-        "--eval-frequency",
-        1000,
-        "--eval-episodes",
-        0,
-        "--save-model",
-    ],
-    "dqn_atari.py": [*TINY_ATARI, "--total-timesteps", 1500, "--checkpoint-frequency", 300],
-    "per_dqn_atari.py": [*TINY_ATARI, "--total-timesteps", 1500, "--checkpoint-frequency", 300],
+TINY = [*TINY_ATARI, "--target-network-frequency", "100", "--eval-episodes", "0", "--save-model"]
+EXACT_RUNS = {  # each kills its run after the first checkpoint
+    "dqn_cartpole.py": "--no-cuda --total-timesteps 6000 --checkpoint-frequency 1500 --learning-starts 500 "
+    "--eval-frequency 1000 --eval-episodes 0 --save-model".split(),
+    "dqn_atari.py": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300".split()],
+    "per_dqn_atari.py": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300".split()],
     "bootstrapped_dqn_atari.py": [
-        *TINY_ATARI,
-        "--total-timesteps",
-        1200,
-        "--checkpoint-frequency",
-        300,
-        "--n-heads",
-        3,
-        "--mask-prob",
-        0.5,
+        *TINY,
+        *"--total-timesteps 1200 --checkpoint-frequency 300 --n-heads 3 --mask-prob 0.5".split(),
     ],
 }
 
@@ -94,24 +74,16 @@ def test_a_run_killed_between_checkpoints_and_resumed_is_the_run_left_alone(scri
     assert all(torch.equal(weights[key], weights_alone[key]) for key in weights)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("script", ["dqn_cartpole.py", "dqn_atari.py"])
-def test_sigterm_saves_the_model_and_a_checkpoint_and_exits_143(script, tmp_path):
-    flags = [
-        "--no-cuda",
-        "--save-model",
-        "--learning-starts",
-        200,
-        "--batch-size",
-        8,
-        "--checkpoint-frequency",
-        100_000,
-    ]
+def test_a_signal_saves_the_model_and_a_checkpoint_and_exits_128_plus_it(script, signum, tmp_path):
+    flags = "--no-cuda --save-model --learning-starts 200 --batch-size 8 --checkpoint-frequency 100000".split()
     process = start(script, flags, tmp_path)
     assert process.stdout.readline().startswith("run ")  # printed just before the training loop
     time.sleep(2)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
+    assert process.returncode == 128 + signum, stderr
     assert "interrupted at step" in stderr and "Traceback" not in stderr
     [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
     checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
@@ -148,7 +120,7 @@ def test_a_second_signal_stops_at_once():
 
 
 def tiny_saved_run(tmp_path, script="dqn_atari.py", extra=()):
-    flags = [*TINY_ATARI, "--total-timesteps", 300, "--checkpoint-frequency", 200, *extra]
+    flags = [*TINY, "--total-timesteps", 300, "--checkpoint-frequency", 200, *extra]
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, script), *map(str, flags)],
         cwd=tmp_path,
@@ -183,9 +155,9 @@ def test_without_the_buffer_a_resumed_run_refills_it_before_learning(tmp_path, r
     assert "replay" not in checkpoint["loop"] and "target_network" in checkpoint["loop"]
     result = run_script("dqn_atari.py", "--resume", run_dir, "--total-timesteps", 600)
     assert result.returncode == 0, result.stderr
-    assert "learning resumes after 200 steps" in result.stderr
+    assert "learning resumes after 100 steps" in result.stderr  # --learning-starts 100, from step 300
     loss_steps = [step for step, _ in scalars(run_dir, "losses/td_loss")]
-    assert not [step for step in loss_steps if 300 <= step < 500] and max(loss_steps) >= 500
+    assert not [step for step in loss_steps if 300 <= step < 400] and max(loss_steps) >= 400
 
 
 def test_saved_files_and_resume_errors_are_one_line_each(tmp_path, run_script):
