@@ -1,6 +1,8 @@
 """The frame-once replay buffer of the Atari scripts returns exactly what the agent observed."""
 
+import functools
 import importlib
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -9,45 +11,78 @@ import torch
 ATARI_SCRIPTS = ["dqn_atari"]
 
 
-def play_and_record(module, capacity, n_steps, max_episode_steps, seed=0, rb=None, after_each_step=None):
-    """Random play in the real wrapped Breakout; returns the buffer and the transition recorded for each slot.
+def play_and_record(module, capacity, n_steps, max_episode_steps, n_envs=1, seed=0, rb=None, after_each_step=None):
+    """Random play in n_envs real wrapped Breakouts through the script's make_envs, as the training loop plays; returns
+    the buffer, the transition stored at each slot as the agent saw it, and counts.
 
-    rb: a buffer to fill (default: a new FrameReplayBuffer of `capacity`); after_each_step(rb, rng) runs after every add.
+    Each vector env's every step is checked against the same env played on its own (make_env, seed + k, the same
+    actions, reset by hand): so the vector autoreset loses no final observation and no transition spans two episodes.
+    rb: a buffer to fill (default: a new FrameReplayBuffer of `capacity`); after_each_step(rb, rng) runs after each add.
     """
-    env = module.make_env("BreakoutNoFrameskip-v4", seed, max_episode_steps=max_episode_steps)
+    alone = [
+        module.make_env("BreakoutNoFrameskip-v4", seed + k, max_episode_steps=max_episode_steps) for k in range(n_envs)
+    ]
+    args = module.Args(env_id="BreakoutNoFrameskip-v4", seed=seed, num_envs=n_envs)
+    limited = functools.partial(module.make_env, max_episode_steps=max_episode_steps)
+    with mock.patch.object(module, "make_env", limited):  # the worker processes are forked with it
+        envs = module.make_envs(args, "test")
+    n_actions = alone[0].action_space.n
     if rb is None:
-        rb = module.FrameReplayBuffer(capacity, (84, 84), env.action_space.n, torch.device("cpu"))
+        rb = module.FrameReplayBuffer(capacity, (84, 84), n_actions, torch.device("cpu"), n_envs)
     rng = np.random.default_rng(seed)
     recorded = {}  # slot -> (obs, action, reward, next_obs, terminated) as the agent saw them
     counts = {"terminated": 0, "truncated": 0, "games": 0}
-    obs, _ = env.reset(seed=seed)
-    for _ in range(n_steps):
-        action = int(rng.integers(env.action_space.n))
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        slot = rb.add(obs, action, reward, next_obs, terminated, truncated)
-        recorded[slot] = (obs.copy(), action, float(reward), next_obs.copy(), bool(terminated))
-        counts["terminated"] += terminated
-        counts["truncated"] += truncated
-        counts["games"] += "episode" in info
-        if after_each_step is not None:
-            after_each_step(rb, rng)
-        obs = next_obs if not (terminated or truncated) else env.reset()[0]
-    env.close()
+    try:  # the worker processes end with the test, pass or fail
+        obs, _ = envs.reset(seed=seed)
+        expected_obs = np.stack([env.reset(seed=seed + k)[0] for k, env in enumerate(alone)])
+        for _ in range(n_steps):
+            np.testing.assert_array_equal(obs, expected_obs)
+            actions = rng.integers(n_actions, size=n_envs)
+            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+            reached = module.final_observations(next_obs, infos)
+            games = module.games_ended(infos)
+            slots = rb.add(obs, actions, rewards, reached, terminated, truncated)
+            for k, env in enumerate(alone):
+                alone_next_obs, reward, alone_terminated, alone_truncated, info = env.step(int(actions[k]))
+                np.testing.assert_array_equal(reached[k], alone_next_obs)
+                assert (rewards[k], terminated[k], truncated[k]) == (reward, alone_terminated, alone_truncated)
+                assert [r for j, r, _ in games if j == k] == (
+                    [float(info["episode"]["r"])] if "episode" in info else []
+                )
+                recorded[slots[k]] = (
+                    obs[k].copy(),
+                    int(actions[k]),
+                    float(reward),
+                    alone_next_obs,
+                    bool(alone_terminated),
+                )
+                expected_obs[k] = env.reset()[0] if alone_terminated or alone_truncated else alone_next_obs
+            counts["terminated"] += int(terminated.sum())
+            counts["truncated"] += int(truncated.sum())
+            counts["games"] += len(games)
+            if after_each_step is not None:
+                after_each_step(rb, rng)
+            obs = next_obs
+    finally:
+        envs.close()
     return rb, recorded, counts
 
 
 @pytest.mark.parametrize("script", ATARI_SCRIPTS)
-def test_every_stored_transition_is_what_the_agent_saw(script):
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_every_stored_transition_is_what_the_agent_saw(script, n_envs):
     module = importlib.import_module(script)
     # 160 emulator frames = 40 agent steps per game at most: many truncations; random play also loses lives.
-    # 1,500 steps through 300 slots wraps the circular storage several times.
-    rb, recorded, counts = play_and_record(module, capacity=300, n_steps=1500, max_episode_steps=160)
+    # 1,500 steps through 300 slots a stream wraps the circular storage several times.
+    rb, recorded, counts = play_and_record(
+        module, capacity=300 * n_envs, n_steps=1500 // n_envs, max_episode_steps=160, n_envs=n_envs
+    )
     assert counts["terminated"] > 5 and counts["truncated"] > 5 and counts["games"] > 5, counts
 
-    valid = np.flatnonzero(rb._is_valid(np.arange(rb.size)))
-    # every slot but an episode's final observation, the newest, and up to 3 whose history was overwritten
-    n_episodes_held = int((rb.episode_step[: rb.size] == 0).sum())
-    assert len(valid) >= rb.size - n_episodes_held - 4
+    valid = np.flatnonzero(rb._is_valid(np.arange(rb.capacity)))
+    # every slot but an episode's final observation, each stream's newest, and up to 3 whose history was overwritten
+    n_episodes_held = int((rb.episode_step == 0).sum())
+    assert len(valid) >= rb.capacity - n_episodes_held - 4 * n_envs
     batch = rb.get(valid, torch.device("cpu"))
     for row, slot in enumerate(valid):
         obs, action, reward, next_obs, terminated = recorded[slot]
@@ -59,33 +94,34 @@ def test_every_stored_transition_is_what_the_agent_saw(script):
 
 
 @pytest.mark.parametrize("script", ATARI_SCRIPTS)
-def test_sample_draws_only_stored_transitions(script):
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_sample_draws_uniformly_from_the_stored_transitions_of_every_stream(script, n_envs):
     module = importlib.import_module(script)
-    rb, recorded, _ = play_and_record(module, capacity=120, n_steps=400, max_episode_steps=200)
+    rb, recorded, _ = play_and_record(module, capacity=120 * n_envs, n_steps=80, max_episode_steps=200, n_envs=n_envs)
     by_obs = {(o.tobytes(), a, n.tobytes()): t for o, a, _, n, t in recorded.values()}
     batch = rb.sample(256, np.random.default_rng(1), torch.device("cpu"))
     for row in range(256):
         key = (batch.obs[row].numpy().tobytes(), batch.actions[row].item(), batch.next_obs[row].numpy().tobytes())
         assert key in by_obs, f"sampled row {row} is no transition the agent made"
         assert batch.terminated[row].item() == float(by_obs[key])
+    # the draws cover every written slot of every stream and nothing else, each stream in proportion to its slots
+    draws = rb._draw(100_000, np.random.default_rng(2))
+    assert set(np.unique(draws)) == set(rb._written())
+    shares = np.bincount(draws // rb.stream_capacity, minlength=n_envs) / len(draws)
+    np.testing.assert_allclose(shares, rb.size / rb.size.sum(), atol=0.01)
 
 
 @pytest.mark.parametrize("script", ATARI_SCRIPTS)
 def test_smallest_allowed_buffer_always_has_a_transition_to_sample(script):
     module = importlib.import_module(script)
-    env = module.make_env("BreakoutNoFrameskip-v4", 0, max_episode_steps=100)
-    rb = module.FrameReplayBuffer(
-        module.FRAME_STACK + 1, (84, 84), env.action_space.n, torch.device("cpu")
-    )  # the smallest --buffer-size
-    rng = np.random.default_rng(0)
-    obs, _ = env.reset(seed=0)
-    for _ in range(200):  # after every add, mid-episode and at episode starts alike, something is sampleable
-        action = int(rng.integers(env.action_space.n))
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        rb.add(obs, action, reward, next_obs, terminated, truncated)
-        assert rb._is_valid(np.arange(rb.size)).any()
-        obs = next_obs if not (terminated or truncated) else env.reset()[0]
-    env.close()
+    n_envs = 2
+    smallest = (module.FRAME_STACK + 1) * n_envs  # the smallest --buffer-size for 2 envs
+
+    def check(rb, rng):  # after every add, mid-episode and at episode starts alike, something is sampleable
+        assert rb._is_valid(rb._written()).any()
+        rb.sample(4, rng, torch.device("cpu"))
+
+    play_and_record(module, smallest, n_steps=100, max_episode_steps=100, n_envs=n_envs, after_each_step=check)
 
 
 def test_a_truncated_transition_keeps_its_final_observation_where_sb3s_memory_optimized_buffer_loses_it():
@@ -121,9 +157,9 @@ def test_a_truncated_transition_keeps_its_final_observation_where_sb3s_memory_op
         sb3_next_obs, reset
     )  # SB3 bootstraps the truncated step from the next episode's start
 
-    ours = dqn_atari.FrameReplayBuffer(10, (84, 84), 4, torch.device("cpu"))
-    slot = ours.add(first, 0, 0.0, final, terminated=False, truncated=True)
-    ours.add(reset, 1, 0.0, after_reset, terminated=False, truncated=False)
+    ours = dqn_atari.FrameReplayBuffer(10, (84, 84), 4, torch.device("cpu"), n_streams=1)
+    [slot] = ours.add(first[None], [0], [0.0], final[None], terminated=np.array([False]), truncated=np.array([True]))
+    ours.add(reset[None], [1], [0.0], after_reset[None], terminated=np.array([False]), truncated=np.array([False]))
     batch = ours.get(np.array([slot]), torch.device("cpu"))
     np.testing.assert_array_equal(batch.next_obs[0].numpy(), final)  # ours bootstraps from the state it reached
     assert batch.terminated[0].item() == 0.0

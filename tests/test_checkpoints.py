@@ -18,17 +18,21 @@ EXACT_RUNS = {  # each kills its run after the first checkpoint
     "dqn_cartpole.py": "--no-cuda --total-timesteps 6000 --checkpoint-frequency 1500 --learning-starts 500 "
     "--eval-frequency 1000 --eval-episodes 0 --save-model".split(),
     "dqn_atari.py": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300".split()],
-    "per_dqn_atari.py": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300".split()],
-    "bootstrapped_dqn_atari.py": [
+    "dqn_atari.py --num-envs 3": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300 --num-envs 3".split()],
+    "per_dqn_atari.py --num-envs 2": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300 --num-envs 2".split()],
+    "bootstrapped_dqn_atari.py --num-envs 2": [
         *TINY,
-        *"--total-timesteps 1200 --checkpoint-frequency 300 --n-heads 3 --mask-prob 0.5".split(),
+        *"--total-timesteps 1200 --checkpoint-frequency 300 --n-heads 3 --mask-prob 0.5 --num-envs 2".split(),
     ],
 }
 
 
 def start(script, flags, cwd):
+    """The script in a process group of its own (with its env processes), as a terminal starts a command."""
     command = [sys.executable, os.path.join(ROOT, script), *map(str, flags)]
-    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def scalars(run_dir, tag):
@@ -39,9 +43,9 @@ def model(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("script", sorted(EXACT_RUNS))
-def test_a_run_killed_between_checkpoints_and_resumed_is_the_run_left_alone(script, tmp_path):
-    flags = EXACT_RUNS[script]
+@pytest.mark.parametrize("run", sorted(EXACT_RUNS))
+def test_a_run_killed_between_checkpoints_and_resumed_is_the_run_left_alone(run, tmp_path):
+    script, flags = run.split()[0], EXACT_RUNS[run]
     alone = start(script, [*flags, "--exp-name", "alone"], tmp_path)
     _, stderr = alone.communicate(timeout=300)
     assert alone.returncode == 0, stderr
@@ -75,13 +79,14 @@ def test_a_run_killed_between_checkpoints_and_resumed_is_the_run_left_alone(scri
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-@pytest.mark.parametrize("script", ["dqn_cartpole.py", "dqn_atari.py"])
-def test_a_signal_saves_the_model_and_a_checkpoint_and_exits_128_plus_it(script, signum, tmp_path):
+@pytest.mark.parametrize("run", ["dqn_cartpole.py", "dqn_atari.py", "dqn_atari.py --num-envs 2"])
+def test_a_signal_saves_the_model_and_a_checkpoint_and_exits_128_plus_it(run, signum, tmp_path):
+    script, *extra = run.split()
     flags = "--no-cuda --save-model --learning-starts 200 --batch-size 8 --checkpoint-frequency 100000".split()
-    process = start(script, flags, tmp_path)
+    process = start(script, [*flags, *extra], tmp_path)
     assert process.stdout.readline().startswith("run ")  # printed just before the training loop
     time.sleep(2)
-    process.send_signal(signum)
+    os.killpg(process.pid, signum)  # to the whole group, env processes included, as Ctrl-C in a terminal does
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, stderr
     assert "interrupted at step" in stderr and "Traceback" not in stderr
