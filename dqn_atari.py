@@ -268,8 +268,10 @@ def make_env(env_id: str, seed: int, video_folder: str | None = None, max_episod
 
 def make_envs(args: Args, run_name: str, saved_states: list[dict] | None = None) -> gym.vector.AsyncVectorEnv:
     """--num-envs copies of make_env's env, each stepping in a process of its own, so that the envs step while the
-    network learns. Env k is seeded with --seed + k; env 0 records the videos. A resumed run's envs start in the states
-    its checkpoint saved.
+    network learns: the loop picks the actions, calls step_async, runs the updates due, then step_wait. The actions
+    were picked before those updates, as in a sequential loop; the one difference is that an update cannot sample the
+    transitions whose env steps are in flight. Env k is seeded with --seed + k; env 0 records the videos. A resumed
+    run's envs start in the states its checkpoint saved.
 
     Autoreset is gymnasium's SAME_STEP: the step that ends an env's episode resets it and returns the next episode's
     first observation, with the final one in infos["final_obs"]. Every step of every env is then one transition,

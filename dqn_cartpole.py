@@ -514,33 +514,30 @@ def wrappers(env: gym.Env) -> list[gym.Wrapper]:
     return chain
 
 
-def loop_state(step: int, obs: np.ndarray, rng: np.random.Generator, env: gym.Env, parts: dict, recent_returns) -> dict:
-    """Everything the training loop's next steps depend on, after `step` steps: the observation, the RNGs, the env,
-    and the state of each object in `parts` (target network, optimizer, replay memory, ...)."""
+def loop_state(step: int, obs: np.ndarray, rng: np.random.Generator, env_state, parts: dict, recent_returns) -> dict:
+    """Everything the training loop's next steps depend on, after `step` steps: the observation, the RNGs, the env's
+    state, and the state of each object in `parts` (target network, optimizer, replay memory, ...)."""
     return {
         "step": step,
         "obs": torch.from_numpy(obs.copy()),
         "rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
-        "env": env_state(env),
+        "env": env_state,
         "recent_returns": list(recent_returns),
         **{name: part.state_dict() for name, part in parts.items()},
     }
 
 
-def restore_loop_state(
-    state: dict, rng: np.random.Generator, env: gym.Env, parts: dict, recent_returns
-) -> tuple[int, np.ndarray]:
-    """loop_state undone, for the parts the checkpoint holds; returns the step to go on from and its observation."""
+def restore_loop_state(state: dict, rng: np.random.Generator, parts: dict, recent_returns) -> tuple[int, np.ndarray]:
+    """loop_state undone, for the parts the checkpoint holds (the env's state is put back where the env is built);
+    returns the step to go on from and its observation."""
     for name, part in parts.items():
         if name in state:
             part.load_state_dict(state[name])
     rng.bit_generator.state = state["rng"]
     torch.set_rng_state(state["torch_rng"])
     recent_returns.extend(state["recent_returns"])
-    obs = state["obs"].numpy().copy()
-    restore_env_state(env, state["env"], obs)
-    return state["step"], obs
+    return state["step"], state["obs"].numpy().copy()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -595,7 +592,8 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     start_step, learning_starts = 0, args.learning_starts
     if args.resume:  # back to the checkpoint's step, exactly as the run was then
         q_network.load_state_dict(saved["model"])
-        start_step, obs = restore_loop_state(saved["loop"], rng, env, parts, recent_returns)
+        start_step, obs = restore_loop_state(saved["loop"], rng, parts, recent_returns)
+        restore_env_state(env, saved["loop"]["env"], obs)
         if "replay" not in saved["loop"]:
             learning_starts = start_step + args.learning_starts
             print(
@@ -605,7 +603,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
 
     def save_checkpoint(step: int) -> None:  # the whole run after `step` steps, for --resume
         kept = parts if args.checkpoint_buffer else {name: part for name, part in parts.items() if name != "replay"}
-        loop = loop_state(step, obs, rng, env, kept, recent_returns)
+        loop = loop_state(step, obs, rng, env_state(env), kept, recent_returns)
         write_atomically(
             f"runs/{run_name}/checkpoint.pt",
             {**saved_file(args, n_actions, q_network), "run_name": run_name, "loop": loop},

@@ -24,6 +24,7 @@ Logs go to runs/{run_name} (`tensorboard --logdir runs`), with CleanRL's scalar 
 Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies (full text: LICENSE).
 """
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -97,6 +98,8 @@ class Args:
     """the step at which learning starts"""
     train_frequency: int = 4
     """the number of steps between gradient updates"""
+    num_envs: int = 1
+    """the number of envs stepping in parallel, each in a process of its own; steps count the transitions of all"""
     eval_episodes: int = 10
     """whole games played at the end to evaluate the agent (0 to skip)"""
     eval_epsilon: float = 0.05
@@ -123,7 +126,14 @@ class Args:
 
 def check_args(args: Args) -> None:
     """Raise ValueError naming the first argument that cannot work."""
-    for name in ("total_timesteps", "buffer_size", "batch_size", "train_frequency", "target_network_frequency"):
+    for name in (
+        "total_timesteps",
+        "buffer_size",
+        "batch_size",
+        "train_frequency",
+        "target_network_frequency",
+        "num_envs",
+    ):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ("learning_starts", "eval_episodes", "checkpoint_frequency"):
@@ -131,9 +141,10 @@ def check_args(args: Args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
     if args.buffer_size < args.batch_size:
         raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
-    if args.buffer_size < FRAME_STACK + 1:
+    if args.buffer_size < (FRAME_STACK + 1) * args.num_envs:
         raise ValueError(
-            f"--buffer-size must be at least {FRAME_STACK + 1}, to hold a stack of frames and the next one"
+            f"--buffer-size must be at least {FRAME_STACK + 1} per env ({(FRAME_STACK + 1) * args.num_envs}), "
+            f"to hold a stack of frames and the next one"
         )
     for name in ("gamma", "start_e", "end_e", "eval_epsilon", "exploration_fraction", "tau", "beta_start", "beta_end"):
         if not 0.0 <= getattr(args, name) <= 1.0:
@@ -277,6 +288,60 @@ def make_env(env_id: str, seed: int, video_folder: str | None = None, max_episod
     return env
 
 
+def make_envs(args: Args, run_name: str, saved_states: list[dict] | None = None) -> gym.vector.AsyncVectorEnv:
+    """--num-envs copies of make_env's env, each stepping in a process of its own, so that the envs step while the
+    network learns: the loop picks the actions, calls step_async, runs the updates due, then step_wait. The actions
+    were picked before those updates, as in a sequential loop; the one difference is that an update cannot sample the
+    transitions whose env steps are in flight. Env k is seeded with --seed + k; env 0 records the videos. A resumed
+    run's envs start in the states its checkpoint saved.
+
+    Autoreset is gymnasium's SAME_STEP: the step that ends an env's episode resets it and returns the next episode's
+    first observation, with the final one in infos["final_obs"]. Every step of every env is then one transition,
+    and none spans two episodes.
+    """
+
+    def env_fn(k: int):
+        def make() -> gym.Env:
+            # AsyncVectorEnv also builds env 0 once in this process, only to read its spaces
+            in_worker = multiprocessing.parent_process() is not None
+            if in_worker:  # Ctrl-C reaches the whole process group; stopping is the main process's to do
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            video = f"videos/{run_name}" if args.capture_video and k == 0 and in_worker else None
+            env = Resumable(make_env(args.env_id, args.seed + k, video))
+            if saved_states is not None and in_worker:
+                env.reset(seed=args.seed + k)
+                env.restore_state(saved_states[k])
+            return env
+
+        return make
+
+    return gym.vector.AsyncVectorEnv(
+        [env_fn(k) for k in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+
+
+def games_ended(infos: dict) -> list[tuple[int, float, int]]:
+    """(env, score, length) of each whole game that ended in this vector step. The info of a step that ended its env's
+    episode is in infos["final_info"], since the env was reset within the step."""
+    games = []
+    for info in (infos, infos.get("final_info", {})):
+        if "episode" in info:
+            for k in np.flatnonzero(info["_episode"]):
+                games.append((int(k), float(info["episode"]["r"][k]), int(info["episode"]["l"][k])))
+    return games
+
+
+def final_observations(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """Where each env's step led: next_obs, except where the episode ended, whose final observation is in infos."""
+    if "final_obs" not in infos:
+        return next_obs
+    reached = next_obs.copy()
+    for k in np.flatnonzero(infos["_final_obs"]):
+        reached[k] = infos["final_obs"][k]
+    return reached
+
+
 # ---------------------------------------------------------------------------------------------------
 # Agent
 
@@ -338,7 +403,7 @@ class Batch(NamedTuple):
 
 
 class FrameReplayBuffer:
-    """A circular replay memory that stores each 84x84 frame once.
+    """A circular replay memory that stores each 84x84 frame once, for n_streams envs side by side.
 
     An observation is a stack of the last 4 frames, and consecutive observations share 3 of them, so
     storing (obs, next_obs) stacks would keep every frame 8 times. Here slot i holds the newest frame of one
@@ -349,103 +414,140 @@ class FrameReplayBuffer:
                          never reaches before its episode's first frame, it repeats it instead)
         actions[i], rewards[i], terminated[i]
                          what the agent did from o and what followed
-        has_next[i]      slot i starts a transition: slot i+1 holds the observation that followed o
+        has_next[i]      slot i starts a transition: the next slot of its stream holds the observation that followed o
 
-    add() takes transitions in the order the agent saw them. An episode's first observation takes a slot of
-    its own; after that each transition adds one slot, its next observation. A truncated episode keeps its
-    final observation, so its last transition bootstraps from it.
+    Each env writes a stream of its own: stream k owns the slots from k * S to (k + 1) * S - 1 (S = capacity //
+    n_streams) and goes round them in a circle, so a stack never mixes envs. add() takes one transition per env, in
+    the order the agent saw them. An episode's first observation takes a slot of its own; after that each
+    transition adds one slot, its next observation. A truncated episode keeps its final observation, so its last
+    transition bootstraps from it.
     """
 
-    def __init__(self, capacity: int, frame_shape: tuple[int, int], n_actions: int, storage_device: torch.device):
+    def __init__(
+        self, capacity: int, frame_shape: tuple[int, int], n_actions: int, storage_device: torch.device, n_streams: int
+    ):
         assert n_actions <= 256, "actions are stored as uint8"
-        self.capacity = capacity
+        self.stream_capacity = capacity // n_streams
+        self.capacity = self.stream_capacity * n_streams
+        self.first_slot = np.arange(n_streams) * self.stream_capacity  # where each stream's slots begin
         # torch.empty reserves the memory without touching it; sample() only reads slots that were written
-        self.frames = torch.empty((capacity, *frame_shape), dtype=torch.uint8, device=storage_device)
-        self.episode_step = np.zeros(capacity, dtype=np.int32)
-        self.actions = np.zeros(capacity, dtype=np.uint8)
-        self.rewards = np.zeros(capacity, dtype=np.float32)
-        self.terminated = np.zeros(capacity, dtype=np.bool_)
-        self.has_next = np.zeros(capacity, dtype=np.bool_)
-        self.pos = 0  # the slot written next
-        self.size = 0  # slots written so far, at most capacity
-        self.continues_episode = False  # the next add() starts from the observation in the newest slot
+        self.frames = torch.empty((self.capacity, *frame_shape), dtype=torch.uint8, device=storage_device)
+        self.episode_step = np.zeros(self.capacity, dtype=np.int32)
+        self.actions = np.zeros(self.capacity, dtype=np.uint8)
+        self.rewards = np.zeros(self.capacity, dtype=np.float32)
+        self.terminated = np.zeros(self.capacity, dtype=np.bool_)
+        self.has_next = np.zeros(self.capacity, dtype=np.bool_)
+        self.pos = np.zeros(n_streams, dtype=np.int64)  # per stream, the slot written next (counted in the stream)
+        self.size = np.zeros(n_streams, dtype=np.int64)  # per stream, slots written so far, at most stream_capacity
+        self.continues_episode = np.zeros(n_streams, dtype=np.bool_)  # the next add() starts from the newest slot
 
-    def _write_frame(self, frame: np.ndarray, episode_step: int) -> int:
-        i = self.pos
-        self.frames[i] = torch.from_numpy(frame)
+    def _write_frames(self, streams: np.ndarray, frames: np.ndarray, episode_step: np.ndarray | int) -> None:
+        i = self.first_slot[streams] + self.pos[streams]
+        slots = to_device(torch.from_numpy(i), self.frames.device)
+        self.frames.index_copy_(0, slots, to_device(torch.from_numpy(frames), self.frames.device))
         self.episode_step[i] = episode_step
         self.has_next[i] = False
-        self.pos = (i + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-        return i
+        self.pos[streams] = (self.pos[streams] + 1) % self.stream_capacity
+        self.size[streams] = np.minimum(self.size[streams] + 1, self.stream_capacity)
 
     def add(
-        self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool, truncated: bool
-    ) -> int:
-        """Store a transition; returns the slot it starts at."""
-        if self.continues_episode:
-            i = (self.pos - 1) % self.capacity  # obs is the previous transition's next_obs
-        else:
-            i = self._write_frame(obs[-1], 0)
-        self.actions[i] = action
-        self.rewards[i] = reward
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> np.ndarray:
+        """Store one transition per env (each argument has a row per env); returns the slots they start at."""
+        starts = np.flatnonzero(~self.continues_episode)  # elsewhere obs is the previous transition's next_obs
+        if len(starts):
+            self._write_frames(starts, obs[starts, -1], 0)
+        i = self.first_slot + (self.pos - 1) % self.stream_capacity  # each stream's newest slot: obs
+        self.actions[i] = actions
+        self.rewards[i] = rewards
         self.terminated[i] = terminated
-        self._write_frame(next_obs[-1], self.episode_step[i] + 1)
+        self._write_frames(np.arange(len(i)), next_obs[:, -1], self.episode_step[i] + 1)
         self.has_next[i] = True
-        self.continues_episode = not (terminated or truncated)
+        self.continues_episode = ~(terminated | truncated)
         return i
+
+    def _written(self) -> np.ndarray:
+        return np.concatenate([first + np.arange(n) for first, n in zip(self.first_slot, self.size)])
 
     def state_dict(self) -> dict:
         """The written slots and where writing goes on, for checkpoints."""
-        n = self.size
+        full = self.size.sum() == self.capacity
+        written = self._written()
         arrays = ("episode_step", "actions", "rewards", "terminated", "has_next")
         return {
-            "frames": self.frames if n == self.capacity else self.frames[:n].clone(),  # a view would save them all
-            **{name: torch.from_numpy(getattr(self, name)[:n]) for name in arrays},
-            **{"pos": self.pos, "size": n, "continues_episode": self.continues_episode},
+            # a full memory is saved as it is; a gather would copy it all first
+            "frames": self.frames if full else self.frames[torch.from_numpy(written).to(self.frames.device)],
+            **{name: torch.from_numpy(getattr(self, name)[written]) for name in arrays},
+            **{name: torch.from_numpy(getattr(self, name).copy()) for name in ("pos", "size", "continues_episode")},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        n = state["size"]
-        self.frames[:n] = state["frames"]
+        for name in ("pos", "size", "continues_episode"):
+            getattr(self, name)[:] = state[name].numpy()
+        written = self._written()
+        self.frames[torch.from_numpy(written).to(self.frames.device)] = state["frames"].to(self.frames.device)
         for name in ("episode_step", "actions", "rewards", "terminated", "has_next"):
-            getattr(self, name)[:n] = state[name].numpy()
-        self.pos, self.size, self.continues_episode = state["pos"], n, state["continues_episode"]
+            getattr(self, name)[written] = state[name].numpy()
 
     def _is_valid(self, i: np.ndarray) -> np.ndarray:
-        # once the buffer wraps, the oldest slots' earlier frames may be overwritten by new ones
-        age = (self.pos - 1 - i) % self.capacity  # 0 for the newest slot
+        # once a stream wraps, its oldest slots' earlier frames may be overwritten by new ones
+        stream = i // self.stream_capacity
+        age = (self.pos[stream] - 1 - (i - self.first_slot[stream])) % self.stream_capacity  # 0: the newest
         frames_before = np.minimum(self.episode_step[i], FRAME_STACK - 1)
-        return self.has_next[i] & (age + frames_before < self.size)
+        return self.has_next[i] & (age + frames_before < self.size[stream])
+
+    def _draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n slots drawn uniformly, with replacement, from the written slots of all streams."""
+        ends = np.cumsum(self.size)
+        k = rng.integers(0, ends[-1], n)  # the k-th written slot, counting stream after stream
+        stream = np.searchsorted(ends, k, side="right")
+        return self.first_slot[stream] + k - (ends[stream] - self.size[stream])
 
     def sample(self, batch_size: int, rng: np.random.Generator, device: torch.device) -> Batch:
-        """A batch drawn uniformly, with replacement, from the stored transitions."""
-        i = rng.integers(0, self.size, batch_size)
+        """A batch drawn uniformly, with replacement, from the stored transitions of all streams."""
+        i = self._draw(batch_size, rng)
         invalid = ~self._is_valid(i)
         while invalid.any():  # redraw the few slots that start no transition
-            i[invalid] = rng.integers(0, self.size, invalid.sum())
+            i[invalid] = self._draw(invalid.sum(), rng)
             invalid = ~self._is_valid(i)
         return self.get(i, device)
 
     def get(self, i: np.ndarray, device: torch.device) -> Batch:
         """The transitions starting at slots i, with their observation stacks rebuilt."""
         # obs and next_obs share 3 frames: gather the 5-frame window ending at next_obs once.
-        # next_obs sits in slot i+1, episode_step[i] + 1 steps into its episode.
+        # next_obs is the next slot of i's stream, episode_step[i] + 1 steps into its episode.
+        first = self.first_slot[i // self.stream_capacity, None]
         offsets = np.arange(FRAME_STACK, -1, -1)  # 4, 3, 2, 1, 0 slots back
         back = np.minimum(offsets, self.episode_step[i, None] + 1)
-        window_slots = torch.from_numpy((i[:, None] + 1 - back) % self.capacity).to(self.frames.device)
+        window_slots = first + (i[:, None] - first + 1 - back) % self.stream_capacity
+        window_slots = to_device(torch.from_numpy(window_slots.flatten()), self.frames.device)
+        # gathered straight into pinned memory when it goes on to a GPU, so that the copy runs without waiting
+        pinned = device.type == "cuda" and self.frames.device.type == "cpu"
+        window = torch.empty((len(i), FRAME_STACK + 1, *self.frames.shape[1:]), dtype=torch.uint8, pin_memory=pinned)
         # index_select over the flattened slots is about 3x faster than advanced indexing here
-        window = self.frames.index_select(0, window_slots.flatten()).view(
-            len(i), FRAME_STACK + 1, *self.frames.shape[1:]
-        )
-        window = window.to(device, non_blocking=True)
+        torch.index_select(self.frames, 0, window_slots, out=window.view(-1, *self.frames.shape[1:]))
+        window = to_device(window, device)
         return Batch(
             obs=window[:, :-1],
-            actions=torch.from_numpy(self.actions[i].astype(np.int64)).to(device),
-            rewards=torch.from_numpy(self.rewards[i]).to(device),
+            actions=to_device(torch.from_numpy(self.actions[i].astype(np.int64)), device),
+            rewards=to_device(torch.from_numpy(self.rewards[i]), device),
             next_obs=window[:, 1:],
-            terminated=torch.from_numpy(self.terminated[i].astype(np.float32)).to(device),
+            terminated=to_device(torch.from_numpy(self.terminated[i].astype(np.float32)), device),
         )
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x on `device`. From the CPU to a GPU it goes through pinned memory, so the copy does not make the CPU wait;
+    PyTorch's pinned-memory cache does not reuse that memory until the copy is done."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -505,25 +607,34 @@ class PrioritizedFrameReplayBuffer(FrameReplayBuffer):
         frame_shape: tuple[int, int],
         n_actions: int,
         storage_device: torch.device,
+        n_streams: int,
         alpha: float,
         priority_epsilon: float,
     ):
-        super().__init__(capacity, frame_shape, n_actions, storage_device)
-        self.tree = SumTree(capacity)
+        super().__init__(capacity, frame_shape, n_actions, storage_device, n_streams)
+        self.tree = SumTree(self.capacity)
         self.alpha = alpha
         self.priority_epsilon = priority_epsilon
         self.max_priority = 1.0  # the largest priority seen so far, given to every new transition
 
     def add(
-        self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool, truncated: bool
-    ) -> int:
-        i = super().add(obs, action, reward, next_obs, terminated, truncated)
-        # slot i now starts a transition; slot i+1 was overwritten by its next observation, which starts none yet;
-        # and the oldest slots lose their transition once the frames their stacks reach back to are overwritten
-        oldest = (self.pos + np.arange(FRAME_STACK - 1)) % self.capacity
-        slots = np.concatenate(([i, (i + 1) % self.capacity], oldest[~self._is_valid(oldest)]))
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> np.ndarray:
+        i = super().add(obs, actions, rewards, next_obs, terminated, truncated)
+        # in each stream, slot i now starts a transition; the slot after it holds its next observation, which starts
+        # none yet; and the oldest slots lose their transition once the frames their stacks reach back to are overwritten
+        first = self.first_slot[:, None]
+        after = first + (i[:, None] - first + np.arange(1, FRAME_STACK + 1)) % self.stream_capacity
+        next_slot, oldest = after[:, 0], after[:, 1:].flatten()
+        slots = np.concatenate((i, next_slot, oldest[~self._is_valid(oldest)]))
         priorities = np.zeros(len(slots))
-        priorities[0] = self.max_priority**self.alpha
+        priorities[: len(i)] = self.max_priority**self.alpha
         self.tree.update(slots, priorities)
         return i
 
@@ -721,7 +832,7 @@ def open_run(args: Args, given: set[str]) -> tuple[Args, dict | None, str]:
 
 
 # What each wrapper carries from one step to the next (its other attributes are settings, or scratch each step
-# rewrites); the frame stack is the observation itself, saved with the loop
+# rewrites); the frame stack, which Resumable saves as well, is the observation's frames
 WRAPPER_STATE = {
     "RecordEpisodeStatistics": ("episode_returns", "episode_lengths", "episode_count"),
     "EpisodicLifeEnv": ("lives", "was_real_done"),
@@ -731,61 +842,61 @@ WRAPPER_STATE = {
 }
 
 
-def env_state(env: gym.Env) -> dict:
-    """What the wrapped env's next steps depend on: the emulator with its RNG, the no-op RNG, the action space's RNG,
-    and the wrappers' state (the game in progress, its lives, records not yet reported)."""
-    state = {
-        "emulator": env.unwrapped.ale.cloneState(include_rng=True).serialize(),
-        "np_random": env.unwrapped.np_random.bit_generator.state,
-        "action_space": env.action_space.np_random.bit_generator.state,
-    }
-    for wrapper in wrappers(env):
-        state |= {
-            f"{type(wrapper).__name__}.{a}": getattr(wrapper, a) for a in WRAPPER_STATE.get(type(wrapper).__name__, ())
+class Resumable(gym.Wrapper):
+    """Reads out, and puts back, what the wrapped env's next steps depend on: the emulator with its RNG, the no-op RNG,
+    the action space's RNG, the frame stack, and the wrappers' state (the game in progress, its lives, records not yet
+    reported). It is the outermost wrapper of the training envs, whose processes run these methods for a checkpoint."""
+
+    def save_state(self) -> dict:
+        state = {
+            "emulator": self.unwrapped.ale.cloneState(include_rng=True).serialize(),
+            "np_random": self.unwrapped.np_random.bit_generator.state,
+            "action_space": self.action_space.np_random.bit_generator.state,
         }
-    return state
+        for wrapper in wrappers(self.env):
+            name = type(wrapper).__name__
+            state |= {f"{name}.{a}": getattr(wrapper, a) for a in WRAPPER_STATE.get(name, ())}
+            if isinstance(wrapper, gym.wrappers.FrameStackObservation):
+                state["frame_stack"] = torch.from_numpy(np.stack(wrapper.obs_queue))
+        return state
+
+    def restore_state(self, state: dict) -> None:
+        """Put this env, reset once, back into a saved state."""
+        self.unwrapped.ale.restoreState(ale_py.ALEState(state["emulator"]))
+        self.unwrapped.np_random.bit_generator.state = state["np_random"]
+        self.action_space.np_random.bit_generator.state = state["action_space"]
+        for wrapper in wrappers(self.env):
+            for attribute in WRAPPER_STATE.get(type(wrapper).__name__, ()):
+                if (key := f"{type(wrapper).__name__}.{attribute}") in state:  # a run may add or drop videos on resume
+                    setattr(wrapper, attribute, state[key])
+            if isinstance(wrapper, gym.wrappers.FrameStackObservation):
+                wrapper.obs_queue = deque(state["frame_stack"].numpy().copy(), maxlen=FRAME_STACK)
 
 
-def restore_env_state(env: gym.Env, state: dict, obs: np.ndarray) -> None:
-    """Put a new env, reset once, back into a saved state, with `obs` as its frame stack."""
-    env.unwrapped.ale.restoreState(ale_py.ALEState(state["emulator"]))
-    env.unwrapped.np_random.bit_generator.state = state["np_random"]
-    env.action_space.np_random.bit_generator.state = state["action_space"]
-    for wrapper in wrappers(env):
-        for attribute in WRAPPER_STATE.get(type(wrapper).__name__, ()):
-            if (key := f"{type(wrapper).__name__}.{attribute}") in state:  # a run may add or drop videos on resume
-                setattr(wrapper, attribute, state[key])
-        if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-            wrapper.obs_queue = deque(obs.copy(), maxlen=FRAME_STACK)
-
-
-def loop_state(step: int, obs: np.ndarray, rng: np.random.Generator, env: gym.Env, parts: dict, recent_returns) -> dict:
-    """Everything the training loop's next steps depend on, after `step` steps: the observation, the RNGs, the env,
-    and the state of each object in `parts` (target network, optimizer, replay memory, ...)."""
+def loop_state(step: int, obs: np.ndarray, rng: np.random.Generator, env_state, parts: dict, recent_returns) -> dict:
+    """Everything the training loop's next steps depend on, after `step` steps: the observation, the RNGs, the env's
+    state, and the state of each object in `parts` (target network, optimizer, replay memory, ...)."""
     return {
         "step": step,
         "obs": torch.from_numpy(obs.copy()),
         "rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
-        "env": env_state(env),
+        "env": env_state,
         "recent_returns": list(recent_returns),
         **{name: part.state_dict() for name, part in parts.items()},
     }
 
 
-def restore_loop_state(
-    state: dict, rng: np.random.Generator, env: gym.Env, parts: dict, recent_returns
-) -> tuple[int, np.ndarray]:
-    """loop_state undone, for the parts the checkpoint holds; returns the step to go on from and its observation."""
+def restore_loop_state(state: dict, rng: np.random.Generator, parts: dict, recent_returns) -> tuple[int, np.ndarray]:
+    """loop_state undone, for the parts the checkpoint holds (the env's state is put back where the env is built);
+    returns the step to go on from and its observation."""
     for name, part in parts.items():
         if name in state:
             part.load_state_dict(state[name])
     rng.bit_generator.state = state["rng"]
     torch.set_rng_state(state["torch_rng"])
     recent_returns.extend(state["recent_returns"])
-    obs = state["obs"].numpy().copy()
-    restore_env_state(env, state["env"], obs)
-    return state["step"], obs
+    return state["step"], state["obs"].numpy().copy()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -798,9 +909,11 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     try:
         args, saved, run_name = open_run(args, given)
         device, buffer_device = pick_device(args)
-        env = make_env(args.env_id, args.seed, f"videos/{run_name}" if args.capture_video else None)
-        if saved is not None and saved["n_actions"] != env.action_space.n:
-            raise ValueError(f"the saved agent has {saved['n_actions']} actions, {args.env_id} {env.action_space.n}")
+        probe = make_env(args.env_id, args.seed)  # an --env-id that cannot work fails here, with one line
+        n_actions, frame_shape = int(probe.action_space.n), probe.observation_space.shape[1:]
+        probe.close()
+        if saved is not None and saved["n_actions"] != n_actions:
+            raise ValueError(f"the saved agent has {saved['n_actions']} actions, {args.env_id} {n_actions}")
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -817,15 +930,11 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
             "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
         )
 
-    n_actions = env.action_space.n
     q_network = QNetwork(n_actions).to(device).to(memory_format=torch.channels_last)
     target_network = QNetwork(n_actions).to(device).to(memory_format=torch.channels_last)
     target_network.load_state_dict(q_network.state_dict())
     # the fused Adam kernel updates all parameters in one pass; noticeably faster on CPU too
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
-    rb = PrioritizedFrameReplayBuffer(
-        args.buffer_size, env.observation_space.shape[1:], n_actions, buffer_device, args.alpha, args.priority_epsilon
-    )
 
     if args.eval_only:  # --load-model PATH --eval-only: play the saved agent, no training
         q_network.load_state_dict(saved["model"])
@@ -834,60 +943,66 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
         writer.close()
         return 0
 
+    rb = PrioritizedFrameReplayBuffer(
+        args.buffer_size, frame_shape, n_actions, buffer_device, args.num_envs, args.alpha, args.priority_epsilon
+    )
     recent_returns = deque(maxlen=20)
     parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb}  # what checkpoints keep
-    obs, _ = env.reset(seed=args.seed)
-    start_step, learning_starts = 0, args.learning_starts
+    envs = make_envs(args, run_name, saved["loop"]["env"] if args.resume else None)
+    global_step, learning_starts = 0, args.learning_starts
     if args.resume:  # back to the checkpoint's step, exactly as the run was then
         q_network.load_state_dict(saved["model"])
-        start_step, obs = restore_loop_state(saved["loop"], rng, env, parts, recent_returns)
+        global_step, obs = restore_loop_state(saved["loop"], rng, parts, recent_returns)
         if "replay" not in saved["loop"]:
-            learning_starts = start_step + args.learning_starts
+            learning_starts = global_step + args.learning_starts
             print(
                 f"note: the checkpoint has no replay memory; learning resumes after {args.learning_starts:,} steps",
                 file=sys.stderr,
             )
+    else:
+        obs, _ = envs.reset(seed=args.seed)  # env k is seeded with --seed + k
 
-    def save_checkpoint(step: int) -> None:  # the whole run after `step` steps, for --resume
+    def save_checkpoint() -> None:  # the whole run after global_step steps, for --resume
         kept = parts if args.checkpoint_buffer else {name: part for name, part in parts.items() if name != "replay"}
-        loop = loop_state(step, obs, rng, env, kept, recent_returns)
+        loop = loop_state(global_step, obs, rng, list(envs.call("save_state")), kept, recent_returns)
         write_atomically(
             f"runs/{run_name}/checkpoint.pt",
             {**saved_file(args, n_actions, q_network), "run_name": run_name, "loop": loop},
         )
 
+    start_step = last_checkpoint = global_step
     start_time = time.time()
     training_start_time = None  # when the first gradient update happened, for the training-phase SPS
     last_print = start_time
-    global_step = start_step
     print(f"run {run_name} on {device} from step {start_step:,}; logs in runs/{run_name}", flush=True)
-    for global_step in range(start_step, args.total_timesteps):
+    # Each pass is one step of every env: --num-envs transitions, numbered global_step, global_step + 1, ...
+    while global_step < args.total_timesteps:
         if stop.signum:  # Ctrl-C or SIGTERM: stop between two steps, where the run's state is whole
             break
         epsilon = linear_schedule(
             args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
         )
-        if rng.random() < epsilon:
-            action = int(rng.integers(n_actions))
-        else:
+        # act: epsilon-greedy in every env
+        actions = rng.integers(n_actions, size=args.num_envs)
+        explore = rng.random(args.num_envs) < epsilon
+        if not explore.all():
             with torch.inference_mode():
-                action = int(q_network(torch.from_numpy(obs).to(device)[None]).argmax(1).item())
+                greedy = q_network(to_device(torch.from_numpy(obs), device)).argmax(1).cpu().numpy()
+            actions = np.where(explore, actions, greedy)
+        # step: the envs step in their processes while the network learns below. The actions were picked before this
+        # pass's updates, as in a sequential loop; the one difference is that these updates cannot sample the
+        # transitions in flight.
+        envs.step_async(actions)
 
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        if "episode" in info:  # a whole game ended: its unclipped score
-            game_return = float(info["episode"]["r"])
-            recent_returns.append(game_return)
-            writer.add_scalar("charts/episodic_return", game_return, global_step)
-            writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
-
-        rb.add(obs, action, reward, next_obs, terminated, truncated)
-        obs = next_obs if not (terminated or truncated) else env.reset()[0]
-
-        if global_step >= learning_starts:
-            if global_step % args.train_frequency == 0:
+        # learn: one update per --train-frequency transitions, whatever the number of envs
+        losses_to_log = None
+        for step in range(global_step, global_step + args.num_envs):
+            if step < learning_starts:
+                continue
+            if step % args.train_frequency == 0:
                 if training_start_time is None:
-                    training_start_time, training_start_step = time.time(), global_step
-                beta = linear_schedule(args.beta_start, args.beta_end, args.total_timesteps, global_step)
+                    training_start_time, training_start_step = time.time(), step
+                beta = linear_schedule(args.beta_start, args.beta_end, args.total_timesteps, step)
                 # unlike the parent's, this sample() also returns the slots drawn and their importance weights
                 data, slots, weights = rb.sample(args.batch_size, rng, device, beta)
                 with torch.no_grad():
@@ -904,18 +1019,30 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
                 optimizer.step()
                 rb.update_priorities(slots, td_errors.detach().cpu().numpy())  # only the TD errors cross to the CPU
 
-                if global_step % 100 == 0:
-                    writer.add_scalar("losses/td_loss", loss.item(), global_step)
-                    writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
-                    sps = int((global_step - start_step) / (time.time() - start_time))
-                    writer.add_scalar("charts/SPS", sps, global_step)
-                    writer.add_scalar("charts/epsilon", epsilon, global_step)
-                    writer.add_scalar("charts/beta", beta, global_step)
-
-            if global_step % args.target_network_frequency == 0:
+                if step % 100 == 0:  # read after step_wait, so that logging never makes the CPU wait for a GPU here
+                    losses_to_log = (step, loss.detach(), q_taken.detach().mean())
+            if step % args.target_network_frequency == 0:
                 with torch.no_grad():
                     for target_param, param in zip(target_network.parameters(), q_network.parameters()):
                         target_param.lerp_(param, args.tau)  # target <- target + tau * (online - target)
+
+        next_obs, rewards, terminated, truncated, infos = envs.step_wait()
+        for k, game_return, game_length in games_ended(infos):  # whole games, with their unclipped scores
+            recent_returns.append(game_return)
+            writer.add_scalar("charts/episodic_return", game_return, global_step + k)
+            writer.add_scalar("charts/episodic_length", game_length, global_step + k)
+        if losses_to_log is not None:
+            step, loss, q_mean = losses_to_log
+            writer.add_scalar("losses/td_loss", loss.item(), step)
+            writer.add_scalar("losses/q_values", q_mean.item(), step)
+            writer.add_scalar("charts/SPS", int((step - start_step) / (time.time() - start_time)), step)
+            writer.add_scalar("charts/epsilon", epsilon, step)
+            writer.add_scalar("charts/beta", beta, step)
+
+        # store: an env whose episode ended has begun the next one; the transition ends at the final observation
+        rb.add(obs, actions, rewards, final_observations(next_obs, infos), terminated, truncated)
+        obs = next_obs
+        global_step += args.num_envs
 
         if time.time() - last_print > 10:
             last_print = time.time()
@@ -926,15 +1053,17 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
                 flush=True,
             )
 
-        if args.checkpoint_frequency and (global_step + 1) % args.checkpoint_frequency == 0:
-            save_checkpoint(global_step + 1)
-    else:  # the loop ran to its end
-        global_step = args.total_timesteps
+        if (
+            args.checkpoint_frequency
+            and global_step // args.checkpoint_frequency > last_checkpoint // args.checkpoint_frequency
+        ):
+            save_checkpoint()
+            last_checkpoint = global_step
     if stop.signum:
         print(f"\ninterrupted at step {global_step:,}", file=sys.stderr)
-    if args.checkpoint_frequency and global_step % args.checkpoint_frequency != 0:
-        save_checkpoint(global_step)  # where the run stopped, so that it can go on from there
-    env.close()
+    if args.checkpoint_frequency and global_step != last_checkpoint:
+        save_checkpoint()  # where the run stopped, so that it can go on from there
+    envs.close()
 
     elapsed = time.time() - start_time
     summary = f"{global_step - start_step:,} steps in {elapsed:.1f} s ({(global_step - start_step) / elapsed:.1f} SPS"

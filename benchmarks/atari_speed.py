@@ -2,12 +2,15 @@
 
     python benchmarks/atari_speed.py                                 # dqn_atari.py vs SB3, Breakout
     python benchmarks/atari_speed.py --scripts dqn_atari.py double_dqn_atari.py --rounds 2
+    python benchmarks/atari_speed.py --num-envs 1 2 4 --bf16 --rounds 3  # parallel envs, and bf16 autocast in the loop
 
 Each contender runs the same env with the same hyperparameters (Nature DQN: batch 32, train every 4 steps,
 target copy every 1,000 steps, Adam 1e-4) for `--learning-starts` random steps, then `--train-steps` steps
 of training; we time the training phase only (steps per second after learning starts). Contenders run one
 after another, in alternating order over `--rounds`, so a noisy shared machine hurts all of them alike;
 ratios are of the medians. SB3 keeps its own loss (Huber) and gradient clipping (10), which cost little.
+--num-envs runs each script at each N; --bf16 adds dqn_atari.py run unchanged except that the network's forward
+passes (acting, targets, the update) run under torch.autocast with bfloat16, to measure that in the loop.
 
 Memory: bytes per stored transition of our frame-once buffer, filled by random play in the real wrapped
 env, against SB3's ReplayBuffer for the same observations (its arrays' sizes, allocated, per transition).
@@ -29,10 +32,28 @@ from results_csv import write_csv  # benchmarks/results_csv.py
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def our_training_sps(script: str, opts, extra: list[str]) -> float:
+BF16 = """import sys, torch
+sys.path.insert(0, {root!r})
+import dqn_atari
+forward = dqn_atari.QNetwork.forward
+def forward_bf16(self, obs):
+    with torch.autocast(obs.device.type, dtype=torch.bfloat16):
+        return forward(self, obs).float()
+dqn_atari.QNetwork.forward = forward_bf16
+sys.argv = ["dqn_atari.py", *sys.argv[1:]]
+sys.exit(dqn_atari.main(dqn_atari.tyro.cli(dqn_atari.Args), dqn_atari.flags_given(sys.argv[1:])))
+"""
+
+
+def our_training_sps(contender: str, opts, extra: list[str]) -> float:
+    """contender: a script, maybe with flags ('dqn_atari.py --num-envs 4'), or 'dqn_atari.py bf16 ...'."""
+    script, *flags = contender.split()
+    program = ["-c", BF16.format(root=ROOT)] if flags[:1] == ["bf16"] else [os.path.join(ROOT, script)]
+    flags = [flag for flag in flags if flag != "bf16"]
     cmd = [
         sys.executable,
-        os.path.join(ROOT, script),
+        *program,
+        *flags,
         "--env-id",
         opts.env_id,
         "--no-cuda" if opts.device == "cpu" else "--cuda",
@@ -87,17 +108,17 @@ def our_bytes_per_transition(env_id: str, capacity: int) -> tuple[float, int, in
     import dqn_atari
 
     env = dqn_atari.make_env(env_id, seed=0)
-    rb = dqn_atari.FrameReplayBuffer(capacity, (84, 84), env.action_space.n, torch.device("cpu"))
+    rb = dqn_atari.FrameReplayBuffer(capacity, (84, 84), env.action_space.n, torch.device("cpu"), n_streams=1)
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
     for _ in range(capacity + 1000):  # past full, so the circular storage has wrapped
         action = int(rng.integers(env.action_space.n))
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        rb.add(obs, action, reward, next_obs, terminated, truncated)
+        rb.add(obs[None], [action], [reward], next_obs[None], np.array([terminated]), np.array([truncated]))
         obs = next_obs if not (terminated or truncated) else env.reset()[0]
     arrays = (rb.episode_step, rb.actions, rb.rewards, rb.terminated, rb.has_next)
     total = rb.frames.nbytes + sum(array.nbytes for array in arrays)
-    transitions = int(rb._is_valid(np.arange(rb.size)).sum())
+    transitions = int(rb._is_valid(np.arange(rb.capacity)).sum())
     return total / transitions, total, transitions
 
 
@@ -130,6 +151,8 @@ def main():
     parser.add_argument("--train-steps", type=int, default=2_000)
     parser.add_argument("--buffer-size", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1], help="run each script at each of these N")
+    parser.add_argument("--bf16", action="store_true", help="add dqn_atari.py under bf16 autocast, at each N")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
         "--extra", default="", help="flags added to our scripts' command lines, e.g. '--buffer-device cuda'"
@@ -143,7 +166,9 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "atari_speed.csv"))
     opts = parser.parse_args()
 
-    contenders = list(opts.scripts) + ([] if opts.no_sb3 else ["sb3"])
+    contenders = [script if n == 1 else f"{script} --num-envs {n}" for script in opts.scripts for n in opts.num_envs]
+    contenders += [f"dqn_atari.py bf16 --num-envs {n}" for n in opts.num_envs if opts.bf16]
+    contenders += [] if opts.no_sb3 else ["sb3"]
     sps = {name: [] for name in contenders}
     for round_ in range(opts.rounds):
         order = contenders if round_ % 2 == 0 else contenders[::-1]

@@ -29,19 +29,19 @@ from results_csv import write_csv  # noqa: E402
 
 def build(capacity: int, fill: bool = True):
     args = dqn_atari.Args(buffer_size=capacity, cuda=False)
-    env = dqn_atari.make_env(args.env_id, args.seed)
+    env = dqn_atari.Resumable(dqn_atari.make_env(args.env_id, args.seed))
     obs, _ = env.reset(seed=args.seed)
     n_actions = env.action_space.n
     q_network, target_network = dqn_atari.QNetwork(n_actions), dqn_atari.QNetwork(n_actions)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=1e-4, fused=True)
     q_network(torch.from_numpy(obs)[None]).sum().backward()
     optimizer.step()  # so that Adam's moments exist, as in a real checkpoint
-    rb = dqn_atari.FrameReplayBuffer(capacity, (84, 84), n_actions, torch.device("cpu"))
+    rb = dqn_atari.FrameReplayBuffer(capacity, (84, 84), n_actions, torch.device("cpu"), n_streams=1)
     if fill:  # a full memory, in place (a second copy of 1M frames would not fit beside it)
         rb.frames.random_(0, 256)
         rb.episode_step[:] = np.arange(capacity) % 1000
         rb.has_next[:] = True
-        rb.size, rb.pos = capacity, 0
+        rb.size[:], rb.pos[:] = capacity, 0
     return args, env, obs, q_network, target_network, optimizer, rb
 
 
@@ -63,7 +63,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=opts.folder or "runs") as folder:
             path = os.path.join(folder, "checkpoint.pt")
             began = time.perf_counter()
-            loop = dqn_atari.loop_state(1000, obs, rng, env, parts, deque())
+            loop = dqn_atari.loop_state(1000, obs, rng, [env.save_state()], parts, deque())
             contents = {**dqn_atari.saved_file(args, env.action_space.n, q_network), "run_name": "x", "loop": loop}
             dqn_atari.write_atomically(path, contents)
             write_s = time.perf_counter() - began
@@ -75,7 +75,8 @@ def main() -> None:
             load_began = time.perf_counter()
             saved = dqn_atari.load_saved(path)
             fresh_parts = {"target_network": fresh[4], "optimizer": fresh[5], "replay": fresh[6]}
-            dqn_atari.restore_loop_state(saved["loop"], np.random.default_rng(1), fresh[1], fresh_parts, deque())
+            dqn_atari.restore_loop_state(saved["loop"], np.random.default_rng(1), fresh_parts, deque())
+            fresh[1].restore_state(saved["loop"]["env"][0])
             read_s = time.perf_counter() - load_began
             assert torch.equal(fresh[6].frames, rb.frames)
             del saved, fresh, fresh_parts

@@ -84,15 +84,18 @@ def main():
         episode_lengths = episode_lengths[: np.searchsorted(np.cumsum(episode_lengths), n) + 1]
         episode_lengths[-1] -= episode_lengths.sum() - n  # exactly n transitions
         rb = per.PrioritizedFrameReplayBuffer(
-            n + len(episode_lengths), (84, 84), 4, torch.device("cpu"), alpha=0.6, priority_epsilon=1e-6
+            n + len(episode_lengths), (84, 84), 4, torch.device("cpu"), 1, alpha=0.6, priority_epsilon=1e-6
         )
-        frames = np.zeros((4, 84, 84), dtype=np.uint8)
+        frames = np.zeros((1, 4, 84, 84), dtype=np.uint8)
         for length in episode_lengths:
             for step in range(length):
-                rb.add(frames, 0, 0.0, frames, terminated=step == length - 1, truncated=False)
-        every_other = np.flatnonzero(rb._is_valid(np.arange(rb.size)))[::2]
+                rb.add(frames, [0], [0.0], frames, np.array([step == length - 1]), np.array([False]))
+        every_other = np.flatnonzero(rb._is_valid(np.arange(rb.capacity)))[::2]
         rb.update_priorities(every_other, rng.exponential(size=len(every_other)))  # spread the priorities
-        print(f"  {int(rb._is_valid(np.arange(rb.size)).sum()):,} transitions stored in {rb.size:,} slots", flush=True)
+        print(
+            f"  {int(rb._is_valid(np.arange(rb.capacity)).sum()):,} transitions stored in {rb.size.sum():,} slots",
+            flush=True,
+        )
         cpu = torch.device("cpu")
 
         def buffer_sample_and_update():
@@ -111,7 +114,7 @@ def main():
             rows.append(
                 {
                     "operation": name,
-                    "transitions": int(rb._is_valid(np.arange(rb.size)).sum()),
+                    "transitions": int(rb._is_valid(np.arange(rb.capacity)).sum()),
                     "batch": batch,
                     "median_ms": round(median, 4),
                     "rounds_ms": " ".join(f"{r:.4f}" for r in runs),

@@ -50,7 +50,9 @@ def test_one_heads_q_values_are_that_head_of_the_full_forward(network_and_batch)
     with torch.no_grad():
         every_head = network(obs)
         for k in range(N_HEADS):
-            torch.testing.assert_close(network.head_q_values(obs, k), every_head[:, k])
+            torch.testing.assert_close(network.head_q_values(obs, [k] * len(obs)), every_head[:, k])
+        heads = [2, 0, 1, 1, 2]  # one head per row, as in several envs
+        torch.testing.assert_close(network.head_q_values(obs, heads), every_head[torch.arange(len(obs)), heads])
 
 
 def test_a_head_gets_no_gradient_from_transitions_its_mask_excludes(network_and_batch):
@@ -129,16 +131,16 @@ def test_the_acting_head_changes_only_when_a_whole_game_ends():
     # short games (a time limit) add truncations
     env = boot.make_env("BreakoutNoFrameskip-v4", 0, max_episode_steps=2000)
     rng = np.random.default_rng(0)
-    acting = boot.HeadPerGame(10, rng)
-    heads_per_game, life_losses = [{acting.head}], 0
+    acting = boot.HeadPerGame(10, 1, rng)
+    heads_per_game, life_losses = [{acting.heads[0]}], 0
     obs, _ = env.reset(seed=0)
     for _ in range(3000):
         obs, _, terminated, truncated, info = env.step(int(rng.integers(env.action_space.n)))
         game_over = "episode" in info
-        acting.after_step(info)
+        acting.after_games([0] if game_over else [])
         if game_over:
             heads_per_game.append(set())
-        heads_per_game[-1].add(acting.head)
+        heads_per_game[-1].add(acting.heads[0])
         life_losses += terminated and not game_over
         if terminated or truncated:
             obs, _ = env.reset()
@@ -149,11 +151,12 @@ def test_the_acting_head_changes_only_when_a_whole_game_ends():
 
 
 def test_masks_are_stored_with_their_transitions():
-    rb = boot.MaskedFrameReplayBuffer(16, (84, 84), 4, torch.device("cpu"), n_heads=N_HEADS)
-    frames = np.zeros((4, 84, 84), dtype=np.uint8)
+    rb = boot.MaskedFrameReplayBuffer(16, (84, 84), 4, torch.device("cpu"), n_streams=1, n_heads=N_HEADS)
+    frames = np.zeros((1, 4, 84, 84), dtype=np.uint8)
     masks = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=bool)
     for step, mask in enumerate(masks):
-        rb.add(frames + step, step, float(step), frames + step + 1, terminated=step == 3, truncated=False, mask=mask)
+        done = np.array([step == 3])
+        rb.add(frames + step, [step], [float(step)], frames + step + 1, done, np.array([False]), mask[None])
     batch, batch_masks = rb.sample(64, np.random.default_rng(0), torch.device("cpu"))
     for row in range(64):
         step = int(batch.actions[row])

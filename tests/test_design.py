@@ -53,7 +53,10 @@ SHARED_BLOCKS = {
         ]
     },
     "evaluate_and_log": [script for script in ATARI_SCRIPTS if script != "bootstrapped_dqn_atari.py"],
-    **{name: ATARI_SCRIPTS for name in ["WRAPPER_STATE", "env_state", "restore_env_state"]},
+    **{
+        name: ATARI_SCRIPTS
+        for name in ["WRAPPER_STATE", "Resumable", "make_envs", "games_ended", "final_observations", "to_device"]
+    },
 }
 
 

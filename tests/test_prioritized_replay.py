@@ -27,10 +27,10 @@ def test_sampling_frequencies_match_the_priorities():
 
 
 def test_the_buffer_draws_in_proportion_to_priority_to_the_alpha():
-    rb = per.PrioritizedFrameReplayBuffer(16, (84, 84), 4, torch.device("cpu"), alpha=0.6, priority_epsilon=1e-6)
-    frame_stack = np.zeros((4, 84, 84), dtype=np.uint8)
+    rb = per.PrioritizedFrameReplayBuffer(16, (84, 84), 4, torch.device("cpu"), 1, alpha=0.6, priority_epsilon=1e-6)
+    frame_stack = np.zeros((1, 4, 84, 84), dtype=np.uint8)
     for step in range(5):  # one episode of 5 transitions: slots 0-4 start them, slot 5 holds the last observation
-        rb.add(frame_stack, 0, 0.0, frame_stack, terminated=step == 4, truncated=False)
+        rb.add(frame_stack, [0], [0.0], frame_stack, np.array([step == 4]), np.array([False]))
     td_errors = np.array([0.5, 2.0, 0.1, 1.0, 4.0])
     rb.update_priorities(np.arange(5), td_errors)
     expected = (np.abs(td_errors) + 1e-6) ** 0.6
@@ -76,10 +76,10 @@ def test_a_duplicate_slot_ends_with_one_of_its_values():
 
 
 def test_importance_sampling_weights_by_hand():
-    rb = per.PrioritizedFrameReplayBuffer(8, (84, 84), 4, torch.device("cpu"), alpha=0.5, priority_epsilon=0.5)
-    frame_stack = np.zeros((4, 84, 84), dtype=np.uint8)
+    rb = per.PrioritizedFrameReplayBuffer(8, (84, 84), 4, torch.device("cpu"), 1, alpha=0.5, priority_epsilon=0.5)
+    frame_stack = np.zeros((1, 4, 84, 84), dtype=np.uint8)
     for step in range(4):
-        rb.add(frame_stack, 0, 0.0, frame_stack, terminated=step == 3, truncated=False)
+        rb.add(frame_stack, [0], [0.0], frame_stack, np.array([step == 3]), np.array([False]))
     rb.update_priorities(np.arange(4), np.array([0.5, -1.5, 3.5, 7.5]))  # priorities 1, 2, 4, 8
     leaf = {0: 1.0, 1: 2**0.5, 2: 2.0, 3: 8**0.5}  # priority ** 0.5
     total = sum(leaf.values())
@@ -97,26 +97,30 @@ def test_importance_sampling_weights_by_hand():
     assert slots[-1] == 3
 
 
-def test_wrap_around_gives_each_slot_the_right_priority():
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_wrap_around_gives_each_slot_the_right_priority(n_envs):
     """Through truncations, life losses and several laps of a small buffer, a slot's leaf is non-zero exactly
     while it starts a sampleable transition; a new transition enters at the largest priority seen so far."""
     capacity = 60
 
     def check_then_learn_a_little(rb, rng):
-        newest_transition = (rb.pos - 2) % rb.capacity  # the slot just added, before the newest observation
-        assert rb.tree.leaves(np.array([newest_transition]))[0] == pytest.approx(rb.max_priority**rb.alpha)
-        stored = np.arange(rb.size)
+        # in every stream, the slot just added, before the newest observation
+        newest_transitions = rb.first_slot + (rb.pos - 2) % rb.stream_capacity
+        np.testing.assert_allclose(rb.tree.leaves(newest_transitions), rb.max_priority**rb.alpha)
+        stored = np.arange(rb.capacity)
         np.testing.assert_array_equal(rb.tree.leaves(stored) > 0, rb._is_valid(stored))
         # like the training loop: sample, then give the batch new priorities
         _, slots, _ = rb.sample(4, rng, torch.device("cpu"), beta=0.4)
         rb.update_priorities(slots, rng.exponential(size=4))
 
-    rb = per.PrioritizedFrameReplayBuffer(capacity, (84, 84), 4, torch.device("cpu"), alpha=0.6, priority_epsilon=1e-6)
+    rb = per.PrioritizedFrameReplayBuffer(
+        capacity * n_envs, (84, 84), 4, torch.device("cpu"), n_envs, alpha=0.6, priority_epsilon=1e-6
+    )
     rb, recorded, counts = play_and_record(
-        per, capacity, n_steps=400, max_episode_steps=120, rb=rb, after_each_step=check_then_learn_a_little
+        per, capacity, 400 // n_envs, 120, n_envs, rb=rb, after_each_step=check_then_learn_a_little
     )
     assert counts["terminated"] > 3 and counts["truncated"] > 3, counts
-    assert rb.tree.total == pytest.approx(rb.tree.leaves(np.arange(capacity)).sum(), rel=1e-12)
+    assert rb.tree.total == pytest.approx(rb.tree.leaves(np.arange(rb.capacity)).sum(), rel=1e-12)
     # and what it samples after all those laps is what the agent saw
     batch, slots, _ = rb.sample(64, np.random.default_rng(1), torch.device("cpu"), beta=1.0)
     for row, slot in enumerate(slots):

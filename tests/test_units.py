@@ -108,7 +108,7 @@ def test_atari_network_takes_uint8_stacks():
 def test_atari_buffer_allocates_about_one_frame_per_slot():
     # every array and tensor the buffer holds, whatever its name: a new per-slot field, or a second frame per
     # slot (56,448 bytes for obs + next_obs stacks), shows up here
-    rb = dqn_atari.FrameReplayBuffer(1000, (84, 84), 4, torch.device("cpu"))
+    rb = dqn_atari.FrameReplayBuffer(1000, (84, 84), 4, torch.device("cpu"), n_streams=4)
     held = [v for v in vars(rb).values() if isinstance(v, (np.ndarray, torch.Tensor))]
     per_slot = sum(v.nbytes for v in held) / rb.capacity
     assert 84 * 84 <= per_slot <= 84 * 84 + 100, per_slot  # one frame, plus a few bytes of bookkeeping (7,067 B)
