@@ -22,6 +22,8 @@ CASES = [
     ("dqn_atari.py", ["--total-timesteps", 0], "--total-timesteps"),
     ("dqn_atari.py", ["--buffer-size", 4, "--batch-size", 2], "--buffer-size"),
     ("dqn_atari.py", ["--buffer-device", "cuda", "--no-cuda"], "--buffer-device"),
+    ("dqn_atari.py", ["--num-envs", 0], "--num-envs"),
+    ("dqn_atari.py", ["--num-envs", 4, "--buffer-size", 16, "--batch-size", 8], "at least 5 per env (20)"),
     ("double_dqn_atari.py", ["--env-id", "CartPole-v1"], "not an Atari environment"),
     ("double_dqn_atari.py", ["--buffer-size", 16, "--batch-size", 32], "--buffer-size"),
     ("dueling_dqn_atari.py", ["--env-id", "ALE/Breakout-v5"], "NoFrameskip"),
