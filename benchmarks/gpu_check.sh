@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (../shared/gpu/README.md): every script with --cuda --save-model, and the Atari scripts also with
-# --buffer-device cuda; each must exit 0. Not yet run: no GPU was lent to the session that wrote it.
+# --buffer-device cuda, and one at --num-envs 4; each must exit 0. Then dqn_atari.py's SPS at N = 1, 4, 8, 16 with and
+# without --buffer-device cuda. Not yet run: no GPU was lent to the sessions that wrote it.
 # Run on the lent GPU machine from the project root, with .whl/ carried; writes under ${OUT:-gpu_out}.
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -14,3 +15,7 @@ TINY="--env-id BreakoutNoFrameskip-v4 --cuda --save-model --total-timesteps 2000
 for s in dqn_atari.py double_dqn_atari.py dueling_dqn_atari.py per_dqn_atari.py bootstrapped_dqn_atari.py; do
   SUFFIX= check $s $TINY; SUFFIX=_bufcuda check $s $TINY --buffer-device cuda
 done
+SUFFIX=_n4 check dqn_atari.py $TINY --num-envs 4
+# Speed: training-phase SPS of dqn_atari.py at N = 1, 4, 8, 16, with the replay frames in host memory and on the GPU
+python3 benchmarks/atari_speed.py --device cuda --num-envs 1 4 8 16 --no-sb3 --memory-capacity 0 --learning-starts 5000 --train-steps 20000 --out "$OUT/gpu_speed.csv" 2>&1 | tee "$OUT/gpu_speed.txt"
+python3 benchmarks/atari_speed.py --device cuda --num-envs 1 4 8 16 --no-sb3 --memory-capacity 0 --learning-starts 5000 --train-steps 20000 --extra "--buffer-device cuda" --out "$OUT/gpu_speed_bufcuda.csv" 2>&1 | tee "$OUT/gpu_speed_bufcuda.txt"
