@@ -3,13 +3,17 @@
     python benchmarks/grid.py --scripts dqn_atari.py double_dqn_atari.py --env-ids BreakoutNoFrameskip-v4 \\
         PongNoFrameskip-v4 --seeds 1 2 3 --out grid_runs -- --total-timesteps 300000 --learning-starts 20000 --buffer-size 100000
 
-Everything after `--` goes to every script. Each run lands in `--out/{env_id}__{script}__{seed}/`:
-its `runs/` folder (TensorBoard events, the model, the checkpoint), `stdout.log` and `stderr.log`, and `run.json`
+Everything after `--` goes to every script. Each run lands in `--out/{env_id}__{name}__{seed}/`, where the name is
+the script's (`dqn_atari`) or, with `--tag lr1e-4`, `dqn_atari_lr1e-4`, so that one script under two sets of flags
+gets two sets of runs: its `runs/` folder (TensorBoard events, the model, the checkpoint), `stdout.log` and
+`stderr.log`, and, once it has finished, `curve.csv` (one row per whole game, for benchmarks/report.py) and `run.json`
 (the command, exit code, wall time, steps per second), which marks it finished.
 
-- Engine: a local Ray instance by default; `--address auto` joins a cluster started with `ray start --head`,
-  `--address ray://host:10001` joins one through Ray Client. Ray packs runs by `--cpus-per-run` and
-  `--gpus-per-run`; `--threads-per-run` sets the runs' torch threads (OMP_NUM_THREADS).
+- Engine: by default, as `ray.init()` does, the Ray cluster this machine is part of (`ray start`) if there is one,
+  else a fresh local instance; `--address local` always starts a fresh one, `--address auto` joins the cluster
+  started with `ray start --head` (or joined with `ray start --address`), `--address ray://host:10001` joins one
+  through Ray Client. It prints which cluster it joined, with its CPUs and GPUs. Ray packs runs by `--cpus-per-run`
+  and `--gpus-per-run`; `--threads-per-run` sets the runs' torch threads (OMP_NUM_THREADS).
 - No shared filesystem needed: the code reaches workers through Ray's `runtime_env` (this repository, without its
   run folders). A run on the machine that holds `--out` works there directly, so its checkpoints survive a stopped
   grid; a run on another machine works in a temp folder and sends its results back when it ends, and a checkpoint
@@ -31,6 +35,8 @@ import tempfile
 import time
 
 import ray
+
+from results_csv import read_events, write_curve  # benchmarks/results_csv.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXCLUDES = [".git", "runs", "videos", ".whl", ".gl", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pt"]
@@ -97,8 +103,13 @@ def main() -> int:
     parser.add_argument("--scripts", nargs="+", required=True)
     parser.add_argument("--env-ids", nargs="+", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--tag", default="", help="added to the runs' name: the same script under other flags")
     parser.add_argument("--out", default="grid_runs", help="where the runs' results go")
-    parser.add_argument("--address", default=None, help="'auto' or 'ray://host:10001' to join a cluster")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="'auto', 'HOST:6379' or 'ray://HOST:10001' to join a cluster; 'local' for a fresh instance",
+    )
     parser.add_argument("--cpus-per-run", type=float, default=1)
     parser.add_argument("--gpus-per-run", type=float, default=0)
     parser.add_argument("--threads-per-run", type=int, default=1)
@@ -109,15 +120,16 @@ def main() -> int:
             return 2
 
     out = os.path.abspath(opts.out)
+    names = {script: script[: -len(".py")] + (f"_{opts.tag}" if opts.tag else "") for script in opts.scripts}
     runs = [(s, e, seed) for s in opts.scripts for e in opts.env_ids for seed in opts.seeds]
-    to_do = [r for r in runs if not os.path.isfile(run_folder(out, *r, "run.json"))]
+    to_do = [r for r in runs if not os.path.isfile(run_folder(out, names[r[0]], *r[1:], "run.json"))]
     print(
         f"{len(runs)} runs: {len(runs) - len(to_do)} finished before, {len(to_do)} to run; results in {out}", flush=True
     )
     if not to_do:
         return 0
     excludes = EXCLUDES + [os.path.relpath(out, ROOT) + "/"] if out.startswith(ROOT + os.sep) else EXCLUDES
-    ray.init(
+    context = ray.init(
         address=opts.address,
         runtime_env={"working_dir": ROOT, "excludes": excludes},
         log_to_driver=False,
@@ -125,10 +137,16 @@ def main() -> int:
         logging_level="WARNING",
     )
     driver_node = ray.get_runtime_context().get_node_id()
+    resources = ray.cluster_resources()
+    print(
+        f"Ray at {getattr(context, 'address_info', {}).get('gcs_address', opts.address)}: {len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs, "
+        f"{resources.get('GPU', 0):g} GPUs",
+        flush=True,
+    )
     task = ray.remote(run_one).options(num_cpus=opts.cpus_per_run, num_gpus=opts.gpus_per_run, max_retries=0)
     pending = {}
     for script, env_id, seed in to_do:
-        folder = run_folder(out, script, env_id, seed)
+        folder = run_folder(out, names[script], env_id, seed)
         payload = pack(folder) if glob.glob(os.path.join(folder, "runs", "*", "checkpoint.pt")) else None
         ref = task.remote(script, env_id, seed, script_flags, opts.threads_per_run, folder, driver_node, payload)
         pending[ref] = (script, env_id, seed)
@@ -139,19 +157,22 @@ def main() -> int:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=5)
         for ref in ready:
             script, env_id, seed = pending.pop(ref)
-            folder = run_folder(out, script, env_id, seed)
+            folder = run_folder(out, names[script], env_id, seed)
             try:
                 result = ray.get(ref)
             except Exception as e:  # the task itself broke (a lost worker, say)
                 result = {"returncode": None, "stderr_tail": f"{type(e).__name__}: {e}"}
             if "payload" in result:
                 unpack(result.pop("payload"), folder)
-            name = f"{script} {env_id} seed {seed}"
+            name = f"{names[script]} {env_id} seed {seed}"
             if result["returncode"] == 0:
                 durations.append(result["wall_s"])
                 result["steps_per_second"] = steps_per_second(folder)
+                (run_dir,) = glob.glob(os.path.join(folder, "runs", "*", ""))
+                write_curve(os.path.join(folder, "curve.csv"), *read_events(run_dir))
                 with open(os.path.join(folder, "run.json"), "w") as f:
-                    json.dump({"script": script, "env_id": env_id, "seed": seed, **result}, f, indent=1)
+                    record = {"script": script, "name": names[script], "env_id": env_id, "seed": seed, **result}
+                    json.dump(record, f, indent=1)
             else:
                 failed.append(name)
                 tail = "\n    ".join(result["stderr_tail"].strip().splitlines()[-8:])
@@ -161,13 +182,16 @@ def main() -> int:
         eta = "-"
         if durations:
             eta = f"{(sum(durations) / len(durations)) * -(-len(pending) // slots) / 60:.1f} min"
-        print(
-            f"\rdone {done} / running {running} / failed {len(failed)} / queued {len(pending) - running}  "
-            f"ETA {eta}  ({(time.time() - began) / 60:.1f} min)",
-            end="",
-            flush=True,
+        line = (
+            f"done {done} / running {running} / failed {len(failed)} / queued {len(pending) - running}  "
+            f"ETA {eta}  ({(time.time() - began) / 60:.1f} min)"
         )
-    print()
+        if sys.stdout.isatty():  # one line, redrawn
+            print(f"\r{line}", end="", flush=True)
+        elif ready:  # into a log: a line each time a run ends
+            print(line, flush=True)
+    if sys.stdout.isatty():
+        print()
     ray.shutdown()
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
@@ -175,8 +199,8 @@ def main() -> int:
     return 0
 
 
-def run_folder(out: str, script: str, env_id: str, seed: int, *rest: str) -> str:
-    return os.path.join(out, f"{env_id}__{script[:-3]}__{seed}", *rest)
+def run_folder(out: str, name: str, env_id: str, seed: int, *rest: str) -> str:
+    return os.path.join(out, f"{env_id}__{name}__{seed}", *rest)
 
 
 def steps_per_second(folder: str) -> float | None:

@@ -1,0 +1,116 @@
+"""benchmarks/grid.py and benchmarks/report.py: a 2-script x 2-seed grid of tiny Breakout runs on a local Ray
+instance, with a failing game beside it; a second invocation that skips the finished runs; the report made from
+those runs; rliable's IQM against a hand computation."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, TINY_ATARI
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import report  # noqa: E402  (benchmarks/report.py)
+
+from results_csv import read_curve  # noqa: E402  (benchmarks/results_csv.py)
+
+# two or three whole games of random play each; no evaluation games, to stay short
+TINY = [*TINY_ATARI, "--total-timesteps", "500", "--eval-episodes", "0"]
+SCRIPTS = ["dqn_atari.py", "double_dqn_atari.py"]
+GOOD, BAD = "BreakoutNoFrameskip-v4", "NoSuchGameNoFrameskip-v4"
+
+
+def grid(out, env_ids, *extra):
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "grid.py"), "--scripts", *SCRIPTS]
+    command += ["--env-ids", *env_ids, "--seeds", "1", "2", "--out", str(out), *extra, "--", *TINY]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished_grid(tmp_path_factory):
+    """The grid run once: Breakout's four runs and the missing game's four failures."""
+    out = tmp_path_factory.mktemp("grid")
+    return out, grid(out, [GOOD, BAD])
+
+
+def test_a_failing_run_is_reported_and_the_others_finish(finished_grid):
+    out, result = finished_grid
+    assert result.returncode == 1, result.stdout + result.stderr
+    for script in SCRIPTS:
+        for seed in (1, 2):
+            name = f"{script[:-3]} {BAD} seed {seed}"
+            assert f"FAILED {name} (exit 2)" in result.stdout  # reported with its stderr's tail...
+            assert not os.path.exists(out / f"{BAD}__{script[:-3]}__{seed}" / "run.json")
+    assert f"error: unknown --env-id '{BAD}'" in result.stdout
+    assert "4 run(s) failed" in result.stderr
+    for script in SCRIPTS:  # ...while the good runs went on to the end
+        for seed in (1, 2):
+            folder = out / f"{GOOD}__{script[:-3]}__{seed}"
+            record = json.loads((folder / "run.json").read_text())
+            assert record["returncode"] == 0 and record["seed"] == seed and record["script"] == script
+            assert record["command"][:5] == [script, "--env-id", GOOD, "--seed", str(seed)]
+            assert record["steps_per_second"] > 0
+            games, evaluation = read_curve(folder / "curve.csv")
+            assert len(games) >= 1 and evaluation == []
+            assert all(0 < step <= 500 for step, _ in games)
+
+
+def test_a_second_invocation_skips_finished_runs(finished_grid):
+    out, _ = finished_grid
+    records = sorted(out.glob("*/run.json"))
+    before = [path.stat().st_mtime_ns for path in records]
+    again = grid(out, [GOOD])
+    assert again.returncode == 0, again.stderr
+    assert "4 runs: 4 finished before, 0 to run" in again.stdout
+    assert [path.stat().st_mtime_ns for path in sorted(out.glob("*/run.json"))] == before
+
+
+def test_report_draws_the_runs_and_tabulates_them(finished_grid, tmp_path):
+    out, _ = finished_grid
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "report.py"), str(out), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for picture in ("Breakout.png", "aggregate.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (tmp_path / "report.md").read_text()
+    for script in SCRIPTS:  # each row: the mean and sample std over both seeds of the last 20 games, by hand
+        scores = [
+            np.mean([r for _, r in read_curve(out / f"{GOOD}__{script[:-3]}__{s}" / "curve.csv")[0][-20:]])
+            for s in (1, 2)
+        ]
+        expected = f"{np.mean(scores):.1f} ± {np.std(scores, ddof=1):.1f}"
+        normalized = [(score - 1.7) / (30.5 - 1.7) for score in scores]  # Breakout: random 1.7, human 30.5
+        row = f"| {script[:-3]} | Breakout | 2 | {expected} | - | {np.mean(normalized):.3f} ± {np.std(normalized, ddof=1):.3f} |"
+        assert row in table
+        assert f"| {script[:-3]} | 2x1 | Breakout |" in table
+    assert BAD not in table  # failed runs have no run.json, so no place in the report
+
+
+def test_rliable_iqm_matches_a_hand_computation():
+    # 4 runs x 2 games: IQM drops the lowest and the highest quarter of all 8 scores and averages the middle 4
+    scores = np.array([[0.9, 0.1], [0.3, 2.0], [0.5, 0.7], [0.2, 0.4]])
+    middle = np.sort(scores.ravel())[2:6]  # 0.3, 0.4, 0.5, 0.7
+    points, intervals = report.aggregate({"a": scores}, reps=500)
+    assert points["a"][0] == pytest.approx(np.mean(middle)) == pytest.approx(0.475)
+    assert points["a"][1] == pytest.approx(scores.mean())
+    (iqm_low, mean_low), (iqm_high, mean_high) = intervals["a"]
+    assert iqm_low < 0.475 < iqm_high and mean_low < scores.mean() < mean_high
+    assert scores.min() <= iqm_low and iqm_high <= scores.max()
+
+
+def test_human_normalized_and_the_curve_smoothing():
+    assert report.human_normalized(14.6, "Pong") == pytest.approx(1.0)
+    assert report.human_normalized(-20.7, "Pong") == pytest.approx(0.0)
+    steps, returns = np.arange(1, 31) * 10, np.arange(30, dtype=float)  # game i ends at step 10 (i + 1)
+    run = report.Run("a", "PongNoFrameskip-v4", 1, steps, returns, [])
+    means = report.recent_mean(run, np.array([5, 10, 55, 300, 301]))
+    assert np.isnan(means[0]) and means[1] == 0 and means[2] == pytest.approx(np.mean(range(5)))
+    assert means[3] == pytest.approx(np.mean(range(10, 30))) and np.isnan(means[4])
+    assert run.game == "Pong" and report.Run("a", "ALE/Pong-v5", 1, steps, returns, []).game == "Pong"
