@@ -20,6 +20,8 @@ gets two sets of runs: its `runs/` folder (TensorBoard events, the model, the ch
   to resume from travels to it.
 - Rerunning the same command skips finished runs and resumes any run that left a checkpoint (`--resume`).
 - A failed run is reported with the tail of its stderr while the others go on; the command then exits 1.
+- Ctrl-C or SIGTERM stops the grid without losing work: each running run gets one SIGTERM, saves a checkpoint and
+  ends, queued runs do not start, and the same command goes on with them later. A second signal exits at once.
 - A progress line shows done / running / failed / queued and an ETA.
 """
 
@@ -28,6 +30,7 @@ import glob
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -55,6 +58,21 @@ def unpack(data: bytes, folder: str) -> None:
         tar.extractall(folder, filter="data")
 
 
+@ray.remote(num_cpus=0)
+class StopFlag:
+    """Raised when the grid is told to stop (Ctrl-C, SIGTERM): running runs then stop with a checkpoint, and queued
+    runs do not start."""
+
+    def __init__(self):
+        self.raised = False
+
+    def raise_(self) -> None:
+        self.raised = True
+
+    def is_raised(self) -> bool:
+        return self.raised
+
+
 def run_one(
     script: str,
     env_id: str,
@@ -64,8 +82,11 @@ def run_one(
     out_dir: str,
     driver_node: str,
     payload: bytes | None,
+    stop: StopFlag,
 ) -> dict:
     """One run, in a Ray worker: the script as a subprocess, resumed if its folder holds a checkpoint."""
+    if ray.get(stop.is_raised.remote()):
+        return {"stopped": True, "returncode": None}
     code_dir = os.getcwd()  # runtime_env's copy of the repository
     local = ray.get_runtime_context().get_node_id() == driver_node
     work = out_dir if local else tempfile.mkdtemp()
@@ -78,15 +99,24 @@ def run_one(
     else:
         command = ["--env-id", env_id, "--seed", str(seed), *flags]
     command = [sys.executable, os.path.join(code_dir, script), *command]
-    began = time.time()
+    began, stopped = time.time(), False
     with open(os.path.join(work, "stdout.log"), "a") as stdout, open(os.path.join(work, "stderr.log"), "a") as stderr:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-        code = subprocess.run(command, cwd=work, stdout=stdout, stderr=stderr, env=env).returncode
+        # In a session of its own, a terminal's Ctrl-C does not reach the run: the grid stops it, once, below.
+        run = subprocess.Popen(command, cwd=work, stdout=stdout, stderr=stderr, env=env, start_new_session=True)
+        while run.poll() is None:
+            try:
+                run.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                if not stopped and ray.get(stop.is_raised.remote()):
+                    run.send_signal(signal.SIGTERM)  # the script saves a checkpoint and exits with 143
+                    stopped = True
     with open(os.path.join(work, "stderr.log")) as f:
         stderr_tail = f.read()[-2000:]
     result = {
         "command": [script, *command[2:]],
-        "returncode": code,
+        "returncode": run.returncode,
+        "stopped": stopped,
         "wall_s": round(time.time() - began, 1),
         "resumed": bool(checkpoints),
         "stderr_tail": stderr_tail,
@@ -138,23 +168,33 @@ def main() -> int:
     )
     driver_node = ray.get_runtime_context().get_node_id()
     resources = ray.cluster_resources()
-    print(
-        f"Ray at {getattr(context, 'address_info', {}).get('gcs_address', opts.address)}: {len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs, "
-        f"{resources.get('GPU', 0):g} GPUs",
-        flush=True,
-    )
+    address = getattr(context, "address_info", {}).get("gcs_address", opts.address)
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    print(f"Ray at {address}: {len(ray.nodes())} node(s), {cpus:g} CPUs, {gpus:g} GPUs", flush=True)
+    stop, signals = StopFlag.remote(), []
+
+    def on_signal(signum, frame):  # the first Ctrl-C or SIGTERM stops the runs with checkpoints; a second, at once
+        if signals:
+            raise SystemExit(128 + signum)
+        signals.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
     task = ray.remote(run_one).options(num_cpus=opts.cpus_per_run, num_gpus=opts.gpus_per_run, max_retries=0)
     pending = {}
     for script, env_id, seed in to_do:
         folder = run_folder(out, names[script], env_id, seed)
         payload = pack(folder) if glob.glob(os.path.join(folder, "runs", "*", "checkpoint.pt")) else None
-        ref = task.remote(script, env_id, seed, script_flags, opts.threads_per_run, folder, driver_node, payload)
+        ref = task.remote(script, env_id, seed, script_flags, opts.threads_per_run, folder, driver_node, payload, stop)
         pending[ref] = (script, env_id, seed)
 
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // opts.cpus_per_run))
-    began, durations, failed = time.time(), [], []
+    began, durations, failed, stopped = time.time(), [], [], []
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=5)
+        if signals and not ray.get(stop.is_raised.remote()):
+            stop.raise_.remote()
+            print("\nstopping: each running run saves a checkpoint; the same command resumes them", flush=True)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=2)
         for ref in ready:
             script, env_id, seed = pending.pop(ref)
             folder = run_folder(out, names[script], env_id, seed)
@@ -165,7 +205,18 @@ def main() -> int:
             if "payload" in result:
                 unpack(result.pop("payload"), folder)
             name = f"{names[script]} {env_id} seed {seed}"
-            if result["returncode"] == 0:
+            segments = os.path.join(folder, "stopped_wall_s.json")  # the wall time of a resumed run's earlier parts
+            earlier = []
+            if os.path.isfile(segments):
+                with open(segments) as f:
+                    earlier = json.load(f)
+            if result.get("stopped"):
+                stopped.append(name)
+                if result["returncode"] is not None:
+                    with open(segments, "w") as f:
+                        json.dump(earlier + [result["wall_s"]], f)
+            elif result["returncode"] == 0:
+                result["wall_s"] = round(result["wall_s"] + sum(earlier), 1)
                 durations.append(result["wall_s"])
                 result["steps_per_second"] = steps_per_second(folder)
                 (run_dir,) = glob.glob(os.path.join(folder, "runs", "*", ""))
@@ -177,7 +228,7 @@ def main() -> int:
                 failed.append(name)
                 tail = "\n    ".join(result["stderr_tail"].strip().splitlines()[-8:])
                 print(f"\nFAILED {name} (exit {result['returncode']}):\n    {tail}", flush=True)
-        done = len(to_do) - len(pending) - len(failed)
+        done = len(to_do) - len(pending) - len(failed) - len(stopped)
         running = min(len(pending), slots)
         eta = "-"
         if durations:
@@ -195,8 +246,10 @@ def main() -> int:
     ray.shutdown()
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    if signals:
+        print(f"stopped: {len(stopped)} run(s) not finished; the same command goes on with them", file=sys.stderr)
+        return 128 + signals[0]
+    return 1 if failed else 0
 
 
 def run_folder(out: str, name: str, env_id: str, seed: int, *rest: str) -> str:
