@@ -25,7 +25,21 @@ GOOD, BAD = "BreakoutNoFrameskip-v4", "NoSuchGameNoFrameskip-v4"
 
 def grid(out, env_ids, *extra):
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "grid.py"), "--scripts", *SCRIPTS]
-    command += ["--env-ids", *env_ids, "--seeds", "1", "2", "--out", str(out), *extra, "--", *TINY]
+    # a fresh local Ray instance, whatever cluster this machine may also run
+    command += [
+        "--env-ids",
+        *env_ids,
+        "--seeds",
+        "1",
+        "2",
+        "--out",
+        str(out),
+        "--address",
+        "local",
+        *extra,
+        "--",
+        *TINY,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
