@@ -939,6 +939,9 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     if args.eval_only:  # --load-model PATH --eval-only: play the saved agent, no training
         q_network.load_state_dict(saved["model"])
         stop.deferring = False
+        if stop.signum:  # a signal that came while the agent was loading: no games at all
+            writer.close()
+            return 128 + stop.signum
         evaluate_and_log(q_network, args, run_name, device, writer)
         writer.close()
         return 0
