@@ -27,12 +27,27 @@ EXACT_RUNS = {  # each kills its run after the first checkpoint
 }
 
 
+STARTED = []  # the processes start() made, so that a failing test leaves none running
+
+
+@pytest.fixture(autouse=True)
+def kill_what_was_started():
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+
+
 def start(script, flags, cwd):
     """The script in a process group of its own (with its env processes), as a terminal starts a command."""
     command = [sys.executable, os.path.join(ROOT, script), *map(str, flags)]
-    return subprocess.Popen(
+    process = subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
+    STARTED.append(process)
+    return process
 
 
 def scalars(run_dir, tag):
