@@ -205,25 +205,12 @@ def main() -> int:
             if "payload" in result:
                 unpack(result.pop("payload"), folder)
             name = f"{names[script]} {env_id} seed {seed}"
-            segments = os.path.join(folder, "stopped_wall_s.json")  # the wall time of a resumed run's earlier parts
-            earlier = []
-            if os.path.isfile(segments):
-                with open(segments) as f:
-                    earlier = json.load(f)
             if result.get("stopped"):
                 stopped.append(name)
-                if result["returncode"] is not None:
-                    with open(segments, "w") as f:
-                        json.dump(earlier + [result["wall_s"]], f)
+                keep_stopped_time(folder, result)
             elif result["returncode"] == 0:
-                result["wall_s"] = round(result["wall_s"] + sum(earlier), 1)
+                finish(folder, {"script": script, "name": names[script], "env_id": env_id, "seed": seed, **result})
                 durations.append(result["wall_s"])
-                result["steps_per_second"] = steps_per_second(folder)
-                (run_dir,) = glob.glob(os.path.join(folder, "runs", "*", ""))
-                write_curve(os.path.join(folder, "curve.csv"), *read_events(run_dir))
-                with open(os.path.join(folder, "run.json"), "w") as f:
-                    record = {"script": script, "name": names[script], "env_id": env_id, "seed": seed, **result}
-                    json.dump(record, f, indent=1)
             else:
                 failed.append(name)
                 tail = "\n    ".join(result["stderr_tail"].strip().splitlines()[-8:])
@@ -250,6 +237,32 @@ def main() -> int:
         print(f"stopped: {len(stopped)} run(s) not finished; the same command goes on with them", file=sys.stderr)
         return 128 + signals[0]
     return 1 if failed else 0
+
+
+def stopped_times(folder: str) -> list[float]:
+    """The wall times of a run's earlier, stopped parts."""
+    path = os.path.join(folder, "stopped_wall_s.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def keep_stopped_time(folder: str, result: dict) -> None:
+    if result["returncode"] is not None:  # it ran, then stopped (a queued run that never started has no time)
+        times = stopped_times(folder) + [result["wall_s"]]
+        with open(os.path.join(folder, "stopped_wall_s.json"), "w") as f:
+            json.dump(times, f)
+
+
+def finish(folder: str, record: dict) -> None:
+    """Mark a run finished: its curve.csv, then run.json (wall time over all its parts, its SPS)."""
+    record["wall_s"] = round(record["wall_s"] + sum(stopped_times(folder)), 1)
+    record["steps_per_second"] = steps_per_second(folder)
+    (run_dir,) = glob.glob(os.path.join(folder, "runs", "*", ""))
+    write_curve(os.path.join(folder, "curve.csv"), *read_events(run_dir))
+    with open(os.path.join(folder, "run.json"), "w") as f:
+        json.dump(record, f, indent=1)
 
 
 def run_folder(out: str, name: str, env_id: str, seed: int, *rest: str) -> str:
