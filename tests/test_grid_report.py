@@ -1,6 +1,6 @@
 """benchmarks/grid.py and benchmarks/report.py: a 2-script x 2-seed grid of tiny Breakout runs on a local Ray
-instance, with a failing game beside it; a second invocation that skips the finished runs; the report made from
-those runs; rliable's IQM against a hand computation."""
+instance, with a failing game beside it; a second invocation that skips the finished runs; benchmarks/same_start.py
+on one of them; the report made from those runs; rliable's IQM against a hand computation."""
 
 import json
 import os
@@ -80,6 +80,32 @@ def test_a_second_invocation_skips_finished_runs(finished_grid):
     assert again.returncode == 0, again.stderr
     assert "4 runs: 4 finished before, 0 to run" in again.stdout
     assert [path.stat().st_mtime_ns for path in sorted(out.glob("*/run.json"))] == before
+
+
+def same_start(folder, until):
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "same_start.py"), str(folder), "--until", str(until)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_same_start_reruns_a_finished_run_and_tells_a_changed_one(finished_grid, tmp_path):
+    out, _ = finished_grid
+    folder = out / f"{GOOD}__double_dqn_atari__2"
+    result = same_start(folder, 450)  # past learning starts (100): the updates' math is in the games too
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "`double_dqn_atari.py --env-id BreakoutNoFrameskip-v4 --seed 2 --no-cuda" in result.stdout
+    games = [game for game in read_curve(folder / "curve.csv")[0] if game[0] <= 450]
+    assert f"{len(games)} in the run, {len(games)} in the rerun" in result.stdout and "same:" in result.stdout
+
+    changed = tmp_path / folder.name  # the same record, one game's return changed
+    changed.mkdir()
+    (changed / "run.json").write_text((folder / "run.json").read_text())
+    lines = (folder / "curve.csv").read_text().splitlines()
+    kind, step, value = lines[2].split(",")
+    lines[2] = f"{kind},{step},{float(value) + 1}"
+    (changed / "curve.csv").write_text("\n".join(lines) + "\n")
+    result = same_start(changed, 450)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"DIFFERENT from game 2: it ended at step {int(step):,}" in result.stdout
 
 
 def test_report_draws_the_runs_and_tabulates_them(finished_grid, tmp_path):
