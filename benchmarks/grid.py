@@ -7,7 +7,7 @@ Everything after `--` goes to every script. Each run lands in `--out/{env_id}__{
 the script's (`dqn_atari`) or, with `--tag lr1e-4`, `dqn_atari_lr1e-4`, so that one script under two sets of flags
 gets two sets of runs: its `runs/` folder (TensorBoard events, the model, the checkpoint), `stdout.log` and
 `stderr.log`, and, once it has finished, `curve.csv` (one row per whole game, for benchmarks/report.py) and `run.json`
-(the command, exit code, wall time, steps per second), which marks it finished.
+(the command, exit code, wall time, steps per second, when it ran), which marks it finished.
 
 - Engine: by default, as `ray.init()` does, the Ray cluster this machine is part of (`ray start`) if there is one,
   else a fresh local instance; `--address local` always starts a fresh one, `--address auto` joins the cluster
@@ -73,6 +73,13 @@ class StopFlag:
         return self.raised
 
 
+def stop_raised(stop: StopFlag) -> bool:
+    """Whether the grid is stopping, asked from inside a run's task. Not with ray.get or ray.wait: a task blocked in
+    either gives its CPU back to Ray while it waits, and Ray starts a queued run on it, so that asking every 2 s let
+    more runs run at once than there were CPUs."""
+    return stop.is_raised.remote().future().result()
+
+
 def run_one(
     script: str,
     env_id: str,
@@ -85,7 +92,7 @@ def run_one(
     stop: StopFlag,
 ) -> dict:
     """One run, in a Ray worker: the script as a subprocess, resumed if its folder holds a checkpoint."""
-    if ray.get(stop.is_raised.remote()):
+    if stop_raised(stop):
         return {"stopped": True, "returncode": None}
     code_dir = os.getcwd()  # runtime_env's copy of the repository
     local = ray.get_runtime_context().get_node_id() == driver_node
@@ -108,7 +115,7 @@ def run_one(
             try:
                 run.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                if not stopped and ray.get(stop.is_raised.remote()):
+                if not stopped and stop_raised(stop):
                     run.send_signal(signal.SIGTERM)  # the script saves a checkpoint and exits with 143
                     stopped = True
     with open(os.path.join(work, "stderr.log")) as f:
@@ -118,6 +125,8 @@ def run_one(
         "returncode": run.returncode,
         "stopped": stopped,
         "wall_s": round(time.time() - began, 1),
+        "began": round(began, 1),  # unix times of the last part
+        "ended": round(time.time(), 1),
         "resumed": bool(checkpoints),
         "stderr_tail": stderr_tail,
     }

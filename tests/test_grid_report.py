@@ -72,6 +72,17 @@ def test_a_failing_run_is_reported_and_the_others_finish(finished_grid):
             assert all(0 < step <= 500 for step, _ in games)
 
 
+def test_no_more_runs_at_once_than_cpus(finished_grid):
+    """Ray gives a task's CPU back while the task blocks in ray.get; a run that asked for the stop flag that way
+    let a queued run start beside it."""
+    out, result = finished_grid
+    cpus = float(result.stdout.split(" CPUs, ")[0].rsplit(" ", 1)[1])
+    spans = [json.loads(path.read_text()) for path in out.glob("*/run.json")]
+    assert len(spans) == 4
+    at_once = max(sum(other["began"] <= span["began"] < other["ended"] for other in spans) for span in spans)
+    assert at_once <= cpus, (at_once, cpus)
+
+
 def test_a_second_invocation_skips_finished_runs(finished_grid):
     out, _ = finished_grid
     records = sorted(out.glob("*/run.json"))
