@@ -1,7 +1,8 @@
 """benchmarks/grid.py and benchmarks/report.py: a 2-script x 2-seed grid of tiny Breakout runs on a local Ray
 instance, with a failing game beside it; a second invocation that skips the finished runs; benchmarks/same_start.py
-on one of them; the report made from those runs; rliable's IQM against a hand computation."""
+and benchmarks/evaluate_final.py on them; the report made from those runs; rliable's IQM against a hand computation."""
 
+import csv
 import json
 import os
 import subprocess
@@ -117,6 +118,18 @@ def test_same_start_reruns_a_finished_run_and_tells_a_changed_one(finished_grid,
     result = same_start(changed, 450)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"DIFFERENT from game 2: it ended at step {int(step):,}" in result.stdout
+
+
+def test_evaluate_final_plays_each_runs_last_network(finished_grid, tmp_path):
+    out, _ = finished_grid
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "evaluate_final.py"), str(out), "--episodes", "2"]
+    result = subprocess.run([*command, "--out", str(tmp_path / "final.csv")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "final.csv") as f:
+        rows = list(csv.DictReader(f))
+    expected = sorted((script[:-3], str(seed)) for script in SCRIPTS for seed in (1, 2))
+    assert sorted((row["name"], row["seed"]) for row in rows) == expected
+    assert all(row["games"] == "2" and row["env_id"] == GOOD and float(row["mean"]) >= 0 for row in rows)
 
 
 def test_report_draws_the_runs_and_tabulates_them(finished_grid, tmp_path):
