@@ -2,8 +2,9 @@
 
     python benchmarks/report.py grid_runs --out grid_runs/report
     python benchmarks/report.py grid_runs --export benchmarks/results/grid_breakout_300k   # the small files to commit
+    python benchmarks/report.py benchmarks/results/breakout_300k benchmarks/results/pong_500k --out both_games
 
-DIR holds run folders as benchmarks/grid.py writes them, `{env_id}__{name}__{seed}/`: `run.json`, which a run gets
+Each DIR holds run folders as benchmarks/grid.py writes them, `{env_id}__{name}__{seed}/`: `run.json`, which a run gets
 once it has finished (folders without one are left out), and `curve.csv`, one row per whole game (or, where a folder
 has no `curve.csv`, the TensorBoard events under its `runs/`). `--export` copies only those two files of each run,
 which is what benchmarks/results/ keeps, and the report reads such a copy the same way.
@@ -85,9 +86,10 @@ def curve_of(run_folder: str) -> tuple[list[tuple[int, float]], list[float]]:
     return read_events(events)
 
 
-def load_runs(folder: str) -> list[Run]:
-    runs = []
-    for record_path in sorted(glob.glob(os.path.join(folder, "*", "run.json"))):
+def load_runs(folders: list[str]) -> list[Run]:
+    """The finished runs of every folder; a run (game, name and seed) found in two folders is an error."""
+    runs, seen = [], {}
+    for record_path in sorted(path for folder in folders for path in glob.glob(os.path.join(folder, "*", "run.json"))):
         run_folder = os.path.dirname(record_path)
         with open(record_path) as f:
             record = json.load(f)
@@ -95,7 +97,12 @@ def load_runs(folder: str) -> list[Run]:
         name = record.get("name", record["script"].removesuffix(".py"))
         steps = np.array([step for step, _ in games], dtype=np.int64)
         returns = np.array([value for _, value in games], dtype=np.float64)
-        runs.append(Run(name, record["env_id"], record["seed"], steps, returns, evaluation, record))
+        run = Run(name, record["env_id"], record["seed"], steps, returns, evaluation, record)
+        key = (run.game, run.name, run.seed)
+        if key in seen:
+            raise ValueError(f"{run.name} seed {run.seed} on {run.game} is in both {seen[key]} and {run_folder}")
+        seen[key] = run_folder
+        runs.append(run)
     return runs
 
 
@@ -281,20 +288,28 @@ def tables(groups: dict, matrices: dict, games_of: dict, points: dict, intervals
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dir", help="a folder of run folders (benchmarks/grid.py's --out)")
-    parser.add_argument("--out", help="where the PNGs and report.md go (default: DIR/report)")
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="folders of run folders (benchmarks/grid.py's --out)")
+    parser.add_argument("--out", help="where the PNGs and report.md go (default: DIR/report, for one DIR)")
     parser.add_argument("--export", metavar="TO", help="only copy each run's run.json and curve.csv to TO")
     parser.add_argument("--bin", type=int, default=25_000, help="steps per bin of the return table")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the intervals")
     opts = parser.parse_args()
     if opts.export:
-        export(opts.dir, opts.export)
+        for folder in opts.dirs:
+            export(folder, opts.export)
         return 0
-    runs = load_runs(opts.dir)
-    if not runs:
-        print(f"error: no finished runs (folders with a run.json) in {opts.dir}", file=sys.stderr)
+    if len(opts.dirs) > 1 and not opts.out:
+        print("error: with more than one DIR, say where the report goes with --out", file=sys.stderr)
         return 2
-    out = opts.out or os.path.join(opts.dir, "report")
+    try:
+        runs = load_runs(opts.dirs)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not runs:
+        print(f"error: no finished runs (folders with a run.json) in {', '.join(opts.dirs)}", file=sys.stderr)
+        return 2
+    out = opts.out or os.path.join(opts.dirs[0], "report")
     os.makedirs(out, exist_ok=True)
     groups = grouped(runs)
     for game, by_name in groups.items():
@@ -305,7 +320,7 @@ def main() -> int:
         plot_aggregate(points, intervals, os.path.join(out, "aggregate.png"))
     report = tables(groups, matrices, games_of, points, intervals, opts.bin)
     with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(f"# {len(runs)} runs from {opts.dir}\n\n{report}")
+        f.write(f"# {len(runs)} runs from {', '.join(opts.dirs)}\n\n{report}")
     print(report)
     print(f"wrote {out}: {', '.join(sorted(os.listdir(out)))}")
     return 0

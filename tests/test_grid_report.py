@@ -136,13 +136,16 @@ def test_evaluate_final_plays_a_runs_last_network(finished_grid, tmp_path):
 
 def test_report_draws_the_runs_and_tabulates_them(finished_grid, tmp_path):
     out, _ = finished_grid
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "report.py"), str(out), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    halves = [tmp_path / "seed1", tmp_path / "seed2"]  # the grid in two folders, as two grids (or games) would be
+    for seed, half in enumerate(halves, 1):
+        half.mkdir()
+        for run in out.glob(f"*__{seed}"):
+            (half / run.name).symlink_to(run)
+    report_py = [sys.executable, os.path.join(ROOT, "benchmarks", "report.py")]
+    result = subprocess.run([*report_py, *map(str, halves), "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    twice = subprocess.run([*report_py, str(out), str(halves[0]), "--out", str(tmp_path / "x")], capture_output=True)
+    assert twice.returncode == 2 and b"seed 1 on Breakout is in both" in twice.stderr
     for picture in ("Breakout.png", "aggregate.png"):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "report.md").read_text()
