@@ -15,7 +15,8 @@ Into `--out` it writes:
   the highest seed;
 - `aggregate.png`: the IQM and the mean of human-normalized scores over runs x games, each with its 95% stratified
   bootstrap interval, computed and drawn by rliable (Agarwal et al., 2021, "Deep RL at the Edge of the Statistical
-  Precipice");
+  Precipice"); where the names ran different games (DQN on two, its variants on one), `aggregate_common.png` is the
+  same over the games every name ran, the one set on which they compare;
 - `report.md`: the tables behind them. Per name and game: the last 20 training games and the evaluation games (mean
   ± std over seeds, and the number of seeds), the human-normalized score, the mean return in each `--bin` steps, and
   the wall time and steps per second of the runs. It is also printed.
@@ -174,12 +175,15 @@ def human_normalized(score: float, game: str) -> float:
     return (score - random) / (human - random)
 
 
-def normalized_matrices(groups: dict[str, dict[str, list[Run]]]) -> tuple[dict[str, np.ndarray], dict[str, list]]:
-    """name -> human-normalized scores, runs x games, over the games with reference scores that the name ran; where
-    a name has more seeds on one game than another, the seeds that ran every game. Also name -> those games."""
+def normalized_matrices(
+    groups: dict[str, dict[str, list[Run]]], only: set | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    """name -> human-normalized scores, runs x games, over the games with reference scores that the name ran (of
+    `only`, if given); where a name has more seeds on one game than another, the seeds that ran every game. Also
+    name -> those games."""
     games_of: dict[str, list[str]] = {}
     for game, by_name in groups.items():
-        if game in REFERENCE_SCORES:
+        if game in REFERENCE_SCORES and (only is None or game in only):
             for name in by_name:
                 games_of.setdefault(name, []).append(game)
     matrices = {}
@@ -232,7 +236,22 @@ def mean_std(values: list[float], digits: int = 1) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def tables(groups: dict, matrices: dict, games_of: dict, points: dict, intervals: dict, bin_size: int) -> str:
+def aggregate_sections(groups: dict, reps: int) -> list[tuple]:
+    """The aggregates to report, each (title, matrices, games_of, points, intervals, picture): over every game each
+    name ran; and, where names ran different games, over the games they all ran, the one fair comparison."""
+    matrices, games_of = normalized_matrices(groups)
+    if not matrices:
+        return []
+    sections = [("over every game each name ran", matrices, games_of, *aggregate(matrices, reps), "aggregate.png")]
+    common = set.intersection(*(set(games) for games in games_of.values()))
+    if common and any(set(games) != common for games in games_of.values()):
+        matrices, games_of = normalized_matrices(groups, only=common)
+        title = f"over the games every name ran: {', '.join(sorted(common))}"
+        sections.append((title, matrices, games_of, *aggregate(matrices, reps), "aggregate_common.png"))
+    return sections
+
+
+def tables(groups: dict, sections: list[tuple], bin_size: int) -> str:
     lines = ["## Final scores", ""]
     lines += [
         "Mean ± standard deviation over seeds. Last 20 games: the last 20 training games of each run; evaluation: "
@@ -250,9 +269,15 @@ def tables(groups: dict, matrices: dict, games_of: dict, points: dict, intervals
                 f"| {name} | {game} | {len(runs)} | {mean_std([run.last_games() for run in runs])} | "
                 f"{mean_std(evaluations) if evaluations else '-'} | {mean_std(normalized, 3) if normalized else '-'} |"
             )
-    if points:
-        lines += ["", "## Aggregate human-normalized scores (rliable, 95% stratified-bootstrap intervals)", ""]
-        lines += ["| name | runs x games | games | IQM | mean |", "|---|---|---|---|---|"]
+    for title, matrices, games_of, points, intervals, picture in sections:
+        lines += ["", f"## Aggregate human-normalized scores {title} (rliable, 95% stratified-bootstrap intervals)"]
+        lines += [
+            "",
+            f"![{title}]({picture})",
+            "",
+            "| name | runs x games | games | IQM | mean |",
+            "|---|---|---|---|---|",
+        ]
         for name, (iqm, mean) in points.items():
             (iqm_low, mean_low), (iqm_high, mean_high) = intervals[name]  # rows: the lows, the highs
             runs_by_games = "x".join(map(str, matrices[name].shape))
@@ -314,11 +339,10 @@ def main() -> int:
     groups = grouped(runs)
     for game, by_name in groups.items():
         plot_game(game, by_name, os.path.join(out, f"{game}.png"))
-    matrices, games_of = normalized_matrices(groups)
-    points, intervals = aggregate(matrices, opts.reps) if matrices else ({}, {})
-    if points:
-        plot_aggregate(points, intervals, os.path.join(out, "aggregate.png"))
-    report = tables(groups, matrices, games_of, points, intervals, opts.bin)
+    sections = aggregate_sections(groups, opts.reps)
+    for _, _, _, points, intervals, picture in sections:
+        plot_aggregate(points, intervals, os.path.join(out, picture))
+    report = tables(groups, sections, opts.bin)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(f"# {len(runs)} runs from {', '.join(opts.dirs)}\n\n{report}")
     print(report)

@@ -183,3 +183,19 @@ def test_human_normalized_and_the_curve_smoothing():
     assert np.isnan(means[0]) and means[1] == 0 and means[2] == pytest.approx(np.mean(range(5)))
     assert means[3] == pytest.approx(np.mean(range(10, 30))) and np.isnan(means[4])
     assert run.game == "Pong" and report.Run("a", "ALE/Pong-v5", 1, steps, returns, []).game == "Pong"
+
+
+def test_where_names_ran_different_games_they_also_compare_on_the_games_all_ran():
+    def run(name, env_id, seed, score):
+        return report.Run(name, env_id, seed, np.array([10]), np.array([score]), [score])
+
+    runs = [run("dqn", "PongNoFrameskip-v4", seed, -20.7 + 35.3 * seed / 4) for seed in (1, 2)]  # Pong 0.25, 0.5
+    runs += [run(name, "BreakoutNoFrameskip-v4", seed, 1.7 + 28.8 * seed) for name in ("dqn", "v") for seed in (1, 2)]
+    (_, matrices, games_of, *_, picture), (title, common, common_games, points, _, common_picture) = (
+        report.aggregate_sections(report.grouped(runs), reps=50)
+    )
+    assert games_of == {"dqn": ["Breakout", "Pong"], "v": ["Breakout"]} and matrices["dqn"].shape == (2, 2)
+    assert (picture, common_picture) == ("aggregate.png", "aggregate_common.png") and title.endswith(": Breakout")
+    assert common_games == {"dqn": ["Breakout"], "v": ["Breakout"]}
+    assert common["dqn"] == pytest.approx(np.array([[1.0], [2.0]])) and points["dqn"][1] == pytest.approx(1.5)
+    assert len(report.aggregate_sections(report.grouped(runs[2:]), reps=50)) == 1  # the same games: one aggregate
