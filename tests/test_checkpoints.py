@@ -62,7 +62,7 @@ def model(path):
 @pytest.mark.parametrize("run", sorted(EXACT_RUNS))
 def test_a_run_killed_between_checkpoints_and_resumed_is_the_run_left_alone(run, tmp_path):
     script, flags = run.split()[0], EXACT_RUNS[run]
-    # the run left alone and the run to kill, side by side: each is deterministic, and on 2 cores this halves the wait
+    # the run left alone and the run to kill, side by side: each is deterministic, and the wait is one run's, not two
     alone = start(script, [*flags, "--exp-name", "alone"], tmp_path)
     killed = start(script, [*flags, "--exp-name", "killed"], tmp_path)
     while not glob.glob(str(tmp_path / "runs" / "*__killed__*" / "checkpoint.pt")):

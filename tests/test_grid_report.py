@@ -142,9 +142,13 @@ def test_report_draws_the_runs_and_tabulates_them(finished_grid, tmp_path):
         for run in out.glob(f"*__{seed}"):
             (half / run.name).symlink_to(run)
     report_py = [sys.executable, os.path.join(ROOT, "benchmarks", "report.py")]
-    result = subprocess.run([*report_py, *map(str, halves), "--out", str(tmp_path)], capture_output=True, text=True)
+    result = subprocess.run(
+        [*report_py, *map(str, halves), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
-    twice = subprocess.run([*report_py, str(out), str(halves[0]), "--out", str(tmp_path / "x")], capture_output=True)
+    twice = subprocess.run(
+        [*report_py, str(out), str(halves[0]), "--out", str(tmp_path / "x")], capture_output=True, timeout=300
+    )
     assert twice.returncode == 2 and b"seed 1 on Breakout is in both" in twice.stderr
     for picture in ("Breakout.png", "aggregate.png"):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
