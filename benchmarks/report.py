@@ -12,7 +12,7 @@ which is what benchmarks/results/ keeps, and the report reads such a copy the sa
 Into `--out` it writes:
 - `{game}.png`: the return of whole games against steps, where the value at a step is the mean of the last 20 games
   that a run had finished by then; one color per name, the line the mean over seeds, the band from the lowest to
-  the highest seed;
+  the highest seed, both drawn only at the steps where every seed has a value;
 - `aggregate.png`: the IQM and the mean of human-normalized scores over runs x games, each with its 95% stratified
   bootstrap interval, computed and drawn by rliable (Agarwal et al., 2021, "Deep RL at the Edge of the Statistical
   Precipice"); where the names ran different games (DQN on two, its variants on one), `aggregate_common.png` is the
@@ -143,6 +143,13 @@ def recent_mean(run: Run, at_steps: np.ndarray) -> np.ndarray:
     return means
 
 
+def over_seeds(runs: list[Run], at_steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean, lowest and highest of the seeds' recent_mean at each step, left blank (nan) where any seed has no value:
+    past one seed's last game, a mean of the others would jump."""
+    curves = np.array([recent_mean(run, at_steps) for run in runs])
+    return curves.mean(0), curves.min(0), curves.max(0)
+
+
 def plot_game(game: str, by_name: dict[str, list[Run]], path: str) -> None:
     import matplotlib
 
@@ -153,10 +160,7 @@ def plot_game(game: str, by_name: dict[str, list[Run]], path: str) -> None:
     at_steps = np.linspace(0, end, 300)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for name, runs in by_name.items():
-        curves = np.array([recent_mean(run, at_steps) for run in runs])
-        with warnings.catch_warnings():  # steps where no seed has finished a game yet are left blank
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean, low, high = np.nanmean(curves, 0), np.nanmin(curves, 0), np.nanmax(curves, 0)
+        mean, low, high = over_seeds(runs, at_steps)
         (line,) = ax.plot(at_steps, mean, label=f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
         if len(runs) > 1:
             ax.fill_between(at_steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)

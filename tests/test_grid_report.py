@@ -189,6 +189,15 @@ def test_human_normalized_and_the_curve_smoothing():
     assert run.game == "Pong" and report.Run("a", "ALE/Pong-v5", 1, steps, returns, []).game == "Pong"
 
 
+def test_the_curve_over_seeds_stops_where_a_seed_has_no_game_to_average():
+    early = report.Run("a", "PongNoFrameskip-v4", 1, np.array([10, 20, 30]), np.array([0.0, 0.0, 3.0]), [])
+    late = report.Run("a", "PongNoFrameskip-v4", 2, np.array([5, 20, 40]), np.array([6.0, 6.0, 9.0]), [])
+    mean, low, high = report.over_seeds([early, late], np.array([5, 20, 30, 35, 40]))
+    assert np.isnan(mean[0]) and np.isnan(low[0]) and np.isnan(high[0])  # seed 1 has no game yet
+    assert (mean[1], low[1], high[1]) == (3.0, 0.0, 6.0) and (mean[2], low[2], high[2]) == (3.5, 1.0, 6.0)
+    assert np.isnan(mean[3:]).all() and np.isnan(high[3:]).all()  # past seed 1's last game: not seed 2 alone
+
+
 def test_where_names_ran_different_games_they_also_compare_on_the_games_all_ran():
     def run(name, env_id, seed, score):
         return report.Run(name, env_id, seed, np.array([10]), np.array([score]), [score])
