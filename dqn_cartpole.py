@@ -23,7 +23,9 @@ The episode limit of 500 steps is a truncation: those transitions bootstrap, a f
 Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies (full text: LICENSE).
 """
 
+import atexit
 import copy
+import multiprocessing
 import os
 import signal
 import sys
@@ -359,24 +361,50 @@ CHANGEABLE_FLAGS |= {"resume", "load_model", "eval_only"}
 
 
 class GracefulStop:
-    """Ctrl-C (SIGINT) and SIGTERM (Slurm preemption, `timeout`, `docker stop`) end a run without losing it.
+    """How a run ends. Ctrl-C (SIGINT) and SIGTERM (Slurm preemption, `timeout`, `docker stop`) end it without losing
+    it; a crash ends it at once.
 
     The first signal only sets `signum`: the training loop finishes its step, stops, and saves what was asked for
     (the model, a checkpoint); the script then exits with 128 + signum (130, 143). A second signal, or one once
-    `deferring` is off (during the final evaluation), exits at once.
+    `deferring` is off (during the final evaluation), exits at once, and so does a run whose loop has not come round
+    to stop within `grace_s` seconds of the first signal (a hung env, say).
+
+    A crash (any exception) prints its traceback and exits with 1. At exit, whatever the cause, env processes still
+    running are killed: they ignore SIGTERM (a stopping run still needs them, to save their states), and SIGTERM is
+    how Python's multiprocessing ends them at exit before it waits for them, which would wait forever.
     """
 
-    def __init__(self):
+    def __init__(self, grace_s: int = 60):
         self.signum = None  # the first signal received
         self.deferring = True
+        self.grace_s = grace_s
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._handle)
+        signal.signal(signal.SIGALRM, self._give_up)
+        atexit.register(self._kill_env_processes)  # runs before multiprocessing's own exit handler, registered earlier
 
     def _handle(self, signum, frame):
         if self.signum is None and self.deferring:
             self.signum = signum
+            signal.alarm(self.grace_s)
         else:
             raise SystemExit(128 + signum)
+
+    def _give_up(self, signum, frame):
+        print(f"error: the run did not stop within {self.grace_s} s of the signal; exiting unsaved", file=sys.stderr)
+        raise SystemExit(128 + self.signum)
+
+    def requested(self) -> bool:
+        """Whether a signal asked the run to stop. The loop asks between two steps, where the run's state is whole;
+        asking calls off the grace timer."""
+        if self.signum is not None:
+            signal.alarm(0)
+        return self.signum is not None
+
+    @staticmethod
+    def _kill_env_processes() -> None:
+        for process in multiprocessing.active_children():
+            process.kill()
 
 
 def flags_given(argv: list[str]) -> set[str]:
@@ -389,11 +417,16 @@ def write_atomically(path: str, contents: dict) -> None:
     """torch.save to a temp file in the same folder, flushed and fsynced, then renamed over `path`: a kill at any
     instant leaves either the old file or the new one, complete."""
     temp = path + ".tmp"
-    with open(temp, "wb") as f:
-        torch.save(contents, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "wb") as f:
+            torch.save(contents, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:  # a full disk, a second signal: the old file stays, with no half-written one beside it
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
     folder = os.open(os.path.dirname(path), os.O_RDONLY)
     try:
         os.fsync(folder)  # the rename itself survives a power loss
@@ -617,7 +650,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     global_step = start_step
     print(f"run {run_name} on {device} from step {start_step:,}; logs in runs/{run_name}", flush=True)
     for global_step in range(start_step, args.total_timesteps):
-        if stop.signum:  # Ctrl-C or SIGTERM: stop between two steps, where the run's state is whole
+        if stop.requested():  # Ctrl-C or SIGTERM: stop between two steps, where the run's state is whole
             break
         epsilon = linear_schedule(
             args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step

@@ -24,6 +24,7 @@ Logs go to runs/{run_name} (`tensorboard --logdir runs`), with CleanRL's scalar 
 Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies (full text: LICENSE).
 """
 
+import atexit
 import multiprocessing
 import os
 import signal
@@ -95,7 +96,7 @@ class Args:
     exploration_fraction: float = 0.10
     """the fraction of `total_timesteps` it takes to go from start_e to end_e"""
     learning_starts: int = 80_000
-    """the step at which learning starts"""
+    """the step at which learning starts (at the earliest --num-envs: once every env has stored a transition)"""
     train_frequency: int = 4
     """the number of steps between gradient updates"""
     num_envs: int = 1
@@ -444,7 +445,9 @@ class FrameReplayBuffer:
     def _write_frames(self, streams: np.ndarray, frames: np.ndarray, episode_step: np.ndarray | int) -> None:
         i = self.first_slot[streams] + self.pos[streams]
         slots = to_device(torch.from_numpy(i), self.frames.device)
-        self.frames.index_copy_(0, slots, to_device(torch.from_numpy(frames), self.frames.device))
+        # frames is a view of the envs' stacks (their newest frames): made contiguous, it pins and copies only those
+        frames = to_device(torch.from_numpy(np.ascontiguousarray(frames)), self.frames.device)
+        self.frames.index_copy_(0, slots, frames)
         self.episode_step[i] = episode_step
         self.has_next[i] = False
         self.pos[streams] = (self.pos[streams] + 1) % self.stream_capacity
@@ -529,7 +532,12 @@ class FrameReplayBuffer:
         window_slots = to_device(torch.from_numpy(window_slots.flatten()), self.frames.device)
         # gathered straight into pinned memory when it goes on to a GPU, so that the copy runs without waiting
         pinned = device.type == "cuda" and self.frames.device.type == "cpu"
-        window = torch.empty((len(i), FRAME_STACK + 1, *self.frames.shape[1:]), dtype=torch.uint8, pin_memory=pinned)
+        window = torch.empty(
+            (len(i), FRAME_STACK + 1, *self.frames.shape[1:]),
+            dtype=torch.uint8,
+            device=self.frames.device,  # index_select(out=) copies across no device
+            pin_memory=pinned,
+        )
         # index_select over the flattened slots is about 3x faster than advanced indexing here
         torch.index_select(self.frames, 0, window_slots, out=window.view(-1, *self.frames.shape[1:]))
         window = to_device(window, device)
@@ -649,7 +657,7 @@ class PrioritizedFrameReplayBuffer(FrameReplayBuffer):
         probabilities = self.tree.leaves(slots) / total
         # (N * P(i))^-beta over its batch maximum, which is the smallest P(i)'s weight: N cancels
         weights = (probabilities / probabilities.min()) ** -beta
-        return self.get(slots, device), slots, torch.from_numpy(weights.astype(np.float32)).to(device)
+        return self.get(slots, device), slots, to_device(torch.from_numpy(weights.astype(np.float32)), device)
 
     def update_priorities(self, slots: np.ndarray, td_errors: np.ndarray) -> None:
         priorities = np.abs(td_errors) + self.priority_epsilon
@@ -727,24 +735,50 @@ CHANGEABLE_FLAGS |= {"resume", "load_model", "eval_only"}
 
 
 class GracefulStop:
-    """Ctrl-C (SIGINT) and SIGTERM (Slurm preemption, `timeout`, `docker stop`) end a run without losing it.
+    """How a run ends. Ctrl-C (SIGINT) and SIGTERM (Slurm preemption, `timeout`, `docker stop`) end it without losing
+    it; a crash ends it at once.
 
     The first signal only sets `signum`: the training loop finishes its step, stops, and saves what was asked for
     (the model, a checkpoint); the script then exits with 128 + signum (130, 143). A second signal, or one once
-    `deferring` is off (during the final evaluation), exits at once.
+    `deferring` is off (during the final evaluation), exits at once, and so does a run whose loop has not come round
+    to stop within `grace_s` seconds of the first signal (a hung env, say).
+
+    A crash (any exception) prints its traceback and exits with 1. At exit, whatever the cause, env processes still
+    running are killed: they ignore SIGTERM (a stopping run still needs them, to save their states), and SIGTERM is
+    how Python's multiprocessing ends them at exit before it waits for them, which would wait forever.
     """
 
-    def __init__(self):
+    def __init__(self, grace_s: int = 60):
         self.signum = None  # the first signal received
         self.deferring = True
+        self.grace_s = grace_s
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._handle)
+        signal.signal(signal.SIGALRM, self._give_up)
+        atexit.register(self._kill_env_processes)  # runs before multiprocessing's own exit handler, registered earlier
 
     def _handle(self, signum, frame):
         if self.signum is None and self.deferring:
             self.signum = signum
+            signal.alarm(self.grace_s)
         else:
             raise SystemExit(128 + signum)
+
+    def _give_up(self, signum, frame):
+        print(f"error: the run did not stop within {self.grace_s} s of the signal; exiting unsaved", file=sys.stderr)
+        raise SystemExit(128 + self.signum)
+
+    def requested(self) -> bool:
+        """Whether a signal asked the run to stop. The loop asks between two steps, where the run's state is whole;
+        asking calls off the grace timer."""
+        if self.signum is not None:
+            signal.alarm(0)
+        return self.signum is not None
+
+    @staticmethod
+    def _kill_env_processes() -> None:
+        for process in multiprocessing.active_children():
+            process.kill()
 
 
 def flags_given(argv: list[str]) -> set[str]:
@@ -757,11 +791,16 @@ def write_atomically(path: str, contents: dict) -> None:
     """torch.save to a temp file in the same folder, flushed and fsynced, then renamed over `path`: a kill at any
     instant leaves either the old file or the new one, complete."""
     temp = path + ".tmp"
-    with open(temp, "wb") as f:
-        torch.save(contents, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "wb") as f:
+            torch.save(contents, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:  # a full disk, a second signal: the old file stays, with no half-written one beside it
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
     folder = os.open(os.path.dirname(path), os.O_RDONLY)
     try:
         os.fsync(folder)  # the rename itself survives a power loss
@@ -952,12 +991,14 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     recent_returns = deque(maxlen=20)
     parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb}  # what checkpoints keep
     envs = make_envs(args, run_name, saved["loop"]["env"] if args.resume else None)
-    global_step, learning_starts = 0, args.learning_starts
+    # learning starts after --learning-starts steps, and no sooner than every env has stored a transition to draw
+    learning_delay = max(args.learning_starts, args.num_envs)
+    global_step, learning_starts = 0, learning_delay
     if args.resume:  # back to the checkpoint's step, exactly as the run was then
         q_network.load_state_dict(saved["model"])
         global_step, obs = restore_loop_state(saved["loop"], rng, parts, recent_returns)
         if "replay" not in saved["loop"]:
-            learning_starts = global_step + args.learning_starts
+            learning_starts = global_step + learning_delay
             print(
                 f"note: the checkpoint has no replay memory; learning resumes after {args.learning_starts:,} steps",
                 file=sys.stderr,
@@ -980,7 +1021,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     print(f"run {run_name} on {device} from step {start_step:,}; logs in runs/{run_name}", flush=True)
     # Each pass is one step of every env: --num-envs transitions, numbered global_step, global_step + 1, ...
     while global_step < args.total_timesteps:
-        if stop.signum:  # Ctrl-C or SIGTERM: stop between two steps, where the run's state is whole
+        if stop.requested():  # Ctrl-C or SIGTERM: stop between two steps, where the run's state is whole
             break
         epsilon = linear_schedule(
             args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
