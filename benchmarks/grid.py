@@ -12,14 +12,19 @@ gets two sets of runs: its `runs/` folder (TensorBoard events, the model, the ch
 - Engine: by default, as `ray.init()` does, the Ray cluster this machine is part of (`ray start`) if there is one,
   else a fresh local instance; `--address local` always starts a fresh one, `--address auto` joins the cluster
   started with `ray start --head` (or joined with `ray start --address`), `--address ray://host:10001` joins one
-  through Ray Client. It prints which cluster it joined, with its CPUs and GPUs. Ray packs runs by `--cpus-per-run`
-  and `--gpus-per-run`; `--threads-per-run` sets the runs' torch threads (OMP_NUM_THREADS).
-- No shared filesystem needed: the code reaches workers through Ray's `runtime_env` (this repository, without its
-  run folders). A run on the machine that holds `--out` works there directly, so its checkpoints survive a stopped
-  grid; a run on another machine works in a temp folder and sends its results back when it ends, and a checkpoint
-  to resume from travels to it.
+  through Ray Client. It prints which cluster it joined, with its CPUs and GPUs. Ray packs runs by `--cpus-per-run`,
+  `--gpus-per-run` and `--resources` (custom resources: a run goes only to nodes that have them); `--threads-per-run`
+  sets the runs' torch threads (OMP_NUM_THREADS).
+- Where runs work, and where their checkpoints stay: a checkpoint never passes through this process's memory or Ray's
+  object store. A run on the machine that holds `--out` works there directly. A run on another node works in
+  `--node-dir` on that node, and when it ends its results travel to `--out` (events, logs, the final model: everything
+  but the checkpoint, which stays on the node; `node.json` in the run's folder says where). Its rerun goes back to
+  that node, and resumes there. With `--shared-out`, `--out` is on storage that every node sees (Ray's own convention
+  for clusters: NFS, a cluster filesystem), and every run works in it directly. The code reaches every node through
+  Ray's `runtime_env` (this repository, without its run folders).
 - Rerunning the same command skips finished runs and resumes any run that left a checkpoint (`--resume`).
-- A failed run is reported with the tail of its stderr while the others go on; the command then exits 1.
+- A failed run is reported with the tail of its stderr while the others go on; the command then exits 1. A run that
+  ended any other way than 143 after the stop signal (below) has failed too.
 - Ctrl-C or SIGTERM stops the grid without losing work: each running run gets one SIGTERM, saves a checkpoint and
   ends, queued runs do not start, and the same command goes on with them later. A second signal exits at once.
 - A progress line shows done / running / failed / queued and an ETA.
@@ -27,17 +32,19 @@ gets two sets of runs: its `runs/` folder (TensorBoard events, the model, the ch
 
 import argparse
 import glob
+import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from results_csv import read_events, write_curve  # benchmarks/results_csv.py
 
@@ -46,10 +53,14 @@ EXCLUDES = [".git", "runs", "videos", ".whl", ".gl", "__pycache__", ".pytest_cac
 
 
 def pack(folder: str) -> bytes:
-    """A folder as tar.gz bytes."""
+    """A run's folder as tar.gz bytes, without its checkpoint (buffer-sized: it stays where the run works)."""
+
+    def results_only(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if os.path.basename(member.name) in ("checkpoint.pt", "checkpoint.pt.tmp") else member
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(folder, arcname=".")
+        tar.add(folder, arcname=".", filter=results_only)
     return buffer.getvalue()
 
 
@@ -80,6 +91,14 @@ def stop_raised(stop: StopFlag) -> bool:
     return stop.is_raised.remote().future().result()
 
 
+def node_folder(node_dir: str, out_dir: str) -> str:
+    """Where the run whose results go to out_dir works on a node other than the driver's: the same place on each
+    rerun, and its own for each grid (a hash of the driver's --out)."""
+    grid_out, run = os.path.split(out_dir)
+    grid = f"{os.path.basename(grid_out)}-{hashlib.sha1(grid_out.encode()).hexdigest()[:8]}"
+    return os.path.join(os.path.expanduser(node_dir), grid, run)
+
+
 def run_one(
     script: str,
     env_id: str,
@@ -88,29 +107,32 @@ def run_one(
     threads: int,
     out_dir: str,
     driver_node: str,
-    payload: bytes | None,
+    node_dir: str | None,
     stop: StopFlag,
 ) -> dict:
-    """One run, in a Ray worker: the script as a subprocess, resumed if its folder holds a checkpoint."""
+    """One run, in a Ray worker: the script as a subprocess, resumed if its folder holds a checkpoint. It works in
+    out_dir on the driver's node (or with node_dir None: --shared-out), else in node_dir on this node, and then
+    returns its results, all but the checkpoint."""
     if stop_raised(stop):
         return {"stopped": True, "returncode": None}
     code_dir = os.getcwd()  # runtime_env's copy of the repository
-    local = ray.get_runtime_context().get_node_id() == driver_node
-    work = out_dir if local else tempfile.mkdtemp()
-    os.makedirs(work, exist_ok=True)
-    if payload is not None and not local:
-        unpack(payload, work)
-    checkpoints = glob.glob(os.path.join(work, "runs", "*", "checkpoint.pt"))
+    away = node_dir is not None and ray.get_runtime_context().get_node_id() != driver_node
+    work_dir = node_folder(node_dir, out_dir) if away else out_dir
+    checkpoints = glob.glob(os.path.join(work_dir, "runs", "*", "checkpoint.pt"))
+    if away and not checkpoints and os.path.isdir(work_dir):
+        shutil.rmtree(work_dir)  # what an earlier try left here went to out_dir already; this one starts over
+    os.makedirs(work_dir, exist_ok=True)
     if checkpoints:  # go on from where the run stopped, with its own flags (those given here must agree)
-        command = ["--resume", os.path.relpath(os.path.dirname(checkpoints[0]), work), *flags]
+        command = ["--resume", os.path.relpath(os.path.dirname(checkpoints[0]), work_dir), *flags]
     else:
         command = ["--env-id", env_id, "--seed", str(seed), *flags]
     command = [sys.executable, os.path.join(code_dir, script), *command]
     began, stopped = time.time(), False
-    with open(os.path.join(work, "stdout.log"), "a") as stdout, open(os.path.join(work, "stderr.log"), "a") as stderr:
+    logs = (os.path.join(work_dir, "stdout.log"), os.path.join(work_dir, "stderr.log"))
+    with open(logs[0], "a") as stdout, open(logs[1], "a") as stderr:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
         # In a session of its own, a terminal's Ctrl-C does not reach the run: the grid stops it, once, below.
-        run = subprocess.Popen(command, cwd=work, stdout=stdout, stderr=stderr, env=env, start_new_session=True)
+        run = subprocess.Popen(command, cwd=work_dir, stdout=stdout, stderr=stderr, env=env, start_new_session=True)
         while run.poll() is None:
             try:
                 run.wait(timeout=2)
@@ -118,7 +140,7 @@ def run_one(
                 if not stopped and stop_raised(stop):
                     run.send_signal(signal.SIGTERM)  # the script saves a checkpoint and exits with 143
                     stopped = True
-    with open(os.path.join(work, "stderr.log")) as f:
+    with open(logs[1]) as f:
         stderr_tail = f.read()[-2000:]
     result = {
         "command": [script, *command[2:]],
@@ -130,8 +152,11 @@ def run_one(
         "resumed": bool(checkpoints),
         "stderr_tail": stderr_tail,
     }
-    if not local:  # the results travel back: events, model, checkpoint, logs
-        result["payload"] = pack(work)
+    if away:  # the results travel back, small: events, logs, the model; the checkpoint stays here, for a rerun
+        left = glob.glob(os.path.join(work_dir, "runs", "*", "checkpoint.pt"))
+        node = ray.get_runtime_context().get_node_id()
+        result["node"] = {"node_id": node, "folder": work_dir, "checkpoint": bool(left)}
+        result["payload"] = pack(work_dir)
     return result
 
 
@@ -152,6 +177,17 @@ def main() -> int:
     parser.add_argument("--cpus-per-run", type=float, default=1)
     parser.add_argument("--gpus-per-run", type=float, default=0)
     parser.add_argument("--threads-per-run", type=int, default=1)
+    parser.add_argument(
+        "--resources", type=json.loads, default={}, help="custom Ray resources each run needs, as JSON: '{\"big\": 1}'"
+    )
+    parser.add_argument(
+        "--node-dir",
+        default="~/dqn_grid",
+        help="where a run on a node other than this one works and keeps its checkpoint (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shared-out", action="store_true", help="--out is on storage every node sees: every run works there"
+    )
     opts = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     for script in opts.scripts:
         if not os.path.isfile(os.path.join(ROOT, script)):
@@ -189,16 +225,28 @@ def main() -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
-    task = ray.remote(run_one).options(num_cpus=opts.cpus_per_run, num_gpus=opts.gpus_per_run, max_retries=0)
-    pending = {}
+    task = ray.remote(run_one)
+    nodes = {node["NodeID"]: node["Resources"] for node in ray.nodes() if node["Alive"]}
+    need = {"CPU": opts.cpus_per_run, "GPU": opts.gpus_per_run, **opts.resources}
+    node_dir = None if opts.shared_out else opts.node_dir
+    pending, failed = {}, []
     for script, env_id, seed in to_do:
         folder = run_folder(out, names[script], env_id, seed)
-        payload = pack(folder) if glob.glob(os.path.join(folder, "runs", "*", "checkpoint.pt")) else None
-        ref = task.remote(script, env_id, seed, script_flags, opts.threads_per_run, folder, driver_node, payload, stop)
+        options = dict(num_cpus=opts.cpus_per_run, num_gpus=opts.gpus_per_run, resources=opts.resources, max_retries=0)
+        if not opts.shared_out and (node := checkpoint_node(folder, driver_node)):
+            if node not in nodes or any(nodes[node].get(key, 0) < value for key, value in need.items() if value):
+                failed.append(f"{names[script]} {env_id} seed {seed}")
+                print(f"\nFAILED {failed[-1]}: its checkpoint is on node {node}, which is not in this cluster or "
+                      f"lacks what a run asks for (to start the run over: rm -r {folder})", flush=True)  # fmt: skip
+                continue
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)  # back to it
+        ref = task.options(**options).remote(
+            script, env_id, seed, script_flags, opts.threads_per_run, folder, driver_node, node_dir, stop
+        )
         pending[ref] = (script, env_id, seed)
 
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // opts.cpus_per_run))
-    began, durations, failed, stopped = time.time(), [], [], []
+    began, durations, stopped = time.time(), [], []
     while pending:
         if signals and not ray.get(stop.is_raised.remote()):
             stop.raise_.remote()
@@ -211,15 +259,17 @@ def main() -> int:
                 result = ray.get(ref)
             except Exception as e:  # the task itself broke (a lost worker, say)
                 result = {"returncode": None, "stderr_tail": f"{type(e).__name__}: {e}"}
-            if "payload" in result:
+            if "payload" in result:  # a run on another node: its results, and where its checkpoint stayed
                 unpack(result.pop("payload"), folder)
+                with open(os.path.join(folder, "node.json"), "w") as f:
+                    json.dump(result.pop("node"), f, indent=1)
             name = f"{names[script]} {env_id} seed {seed}"
-            if result.get("stopped"):
-                stopped.append(name)
-                keep_stopped_time(folder, result)
-            elif result["returncode"] == 0:
+            if outcome(result) == "finished":
                 finish(folder, {"script": script, "name": names[script], "env_id": env_id, "seed": seed, **result})
                 durations.append(result["wall_s"])
+            elif outcome(result) == "stopped":
+                stopped.append(name)
+                keep_stopped_time(folder, result)
             else:
                 failed.append(name)
                 tail = "\n    ".join(result["stderr_tail"].strip().splitlines()[-8:])
@@ -248,6 +298,16 @@ def main() -> int:
     return 1 if failed else 0
 
 
+def outcome(result: dict) -> str:
+    """'finished' (exit 0), 'stopped' (the grid's SIGTERM ended it with 143, or came before it started) or 'failed'
+    (any other end, a crash after the stop signal included)."""
+    if result["returncode"] == 0:
+        return "finished"
+    if result.get("stopped") and result["returncode"] in (None, 128 + signal.SIGTERM):
+        return "stopped"
+    return "failed"
+
+
 def stopped_times(folder: str) -> list[float]:
     """The wall times of a run's earlier, stopped parts."""
     path = os.path.join(folder, "stopped_wall_s.json")
@@ -268,10 +328,21 @@ def finish(folder: str, record: dict) -> None:
     """Mark a run finished: its curve.csv, then run.json (wall time over all its parts, its SPS)."""
     record["wall_s"] = round(record["wall_s"] + sum(stopped_times(folder)), 1)
     record["steps_per_second"] = steps_per_second(folder)
-    (run_dir,) = glob.glob(os.path.join(folder, "runs", "*", ""))
+    run_dir = max(glob.glob(os.path.join(folder, "runs", "*", "")), key=os.path.getmtime)  # the last try's
     write_curve(os.path.join(folder, "curve.csv"), *read_events(run_dir))
     with open(os.path.join(folder, "run.json"), "w") as f:
         json.dump(record, f, indent=1)
+
+
+def checkpoint_node(folder: str, driver_node: str) -> str | None:
+    """The id of the node that holds the run's checkpoint, or None if it left none."""
+    if glob.glob(os.path.join(folder, "runs", "*", "checkpoint.pt")):
+        return driver_node
+    if os.path.isfile(os.path.join(folder, "node.json")):
+        with open(os.path.join(folder, "node.json")) as f:
+            node = json.load(f)
+        return node["node_id"] if node["checkpoint"] else None
+    return None
 
 
 def run_folder(out: str, name: str, env_id: str, seed: int, *rest: str) -> str:
