@@ -21,7 +21,9 @@ Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies
 """
 
 import atexit
+import contextlib
 import multiprocessing
+import multiprocessing.util  # noqa: F401  (its exit handler is registered now: see GracefulStop)
 import os
 import signal
 import sys
@@ -625,42 +627,67 @@ class GracefulStop:
     The first signal only sets `signum`: the training loop finishes its step, stops, and saves what was asked for
     (the model, a checkpoint); the script then exits with 128 + signum (130, 143). A second signal, or one once
     `deferring` is off (during the final evaluation), exits at once, and so does a run whose loop has not come round
-    to stop within `grace_s` seconds of the first signal (a hung env, say).
+    to stop within `grace_s` seconds of the first signal (a hung env, say), unless it is saving (`saving()`), which
+    is progress however long it takes. (The grace timer is SIGALRM's, which Windows lacks.)
 
-    A crash (any exception) prints its traceback and exits with 1. At exit, whatever the cause, env processes still
-    running are killed: they ignore SIGTERM (a stopping run still needs them, to save their states), and SIGTERM is
-    how Python's multiprocessing ends them at exit before it waits for them, which would wait forever.
+    A crash (any exception) prints its traceback and exits with 1. On every way out, env processes still running are
+    killed: they ignore SIGTERM (a stopping run still needs them, to save their states), and SIGTERM is how Python's
+    multiprocessing would end them at exit, before it waits for them, forever.
     """
 
     def __init__(self, grace_s: int = 60):
         self.signum = None  # the first signal received
         self.deferring = True
         self.grace_s = grace_s
+        self.busy_saving = False
+        self.timer = hasattr(signal, "SIGALRM")  # not on Windows
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._handle)
-        signal.signal(signal.SIGALRM, self._give_up)
-        atexit.register(self._kill_env_processes)  # runs before multiprocessing's own exit handler, registered earlier
+        if self.timer:
+            signal.signal(signal.SIGALRM, self._give_up)
+        # registered after multiprocessing's own exit handler (imported above), so that it runs before it; once
+        atexit.unregister(GracefulStop._kill_env_processes)
+        atexit.register(GracefulStop._kill_env_processes)
 
     def _handle(self, signum, frame):
         if self.signum is None and self.deferring:
             self.signum = signum
-            signal.alarm(self.grace_s)
+            if self.timer:
+                signal.alarm(self.grace_s)
         else:
-            raise SystemExit(128 + signum)
+            self._exit(128 + signum)
 
     def _give_up(self, signum, frame):
+        if self.busy_saving:  # look again later
+            signal.alarm(self.grace_s)
+            return
         print(f"error: the run did not stop within {self.grace_s} s of the signal; exiting unsaved", file=sys.stderr)
-        raise SystemExit(128 + self.signum)
+        self._exit(128 + (self.signum or signal.SIGTERM))
+
+    def _exit(self, code: int):
+        self._kill_env_processes()  # now: leaving the frame that holds the envs would wait on them first
+        raise SystemExit(code)
 
     def requested(self) -> bool:
         """Whether a signal asked the run to stop. The loop asks between two steps, where the run's state is whole;
         asking calls off the grace timer."""
-        if self.signum is not None:
+        if self.signum is not None and self.timer:
             signal.alarm(0)
         return self.signum is not None
 
+    @contextlib.contextmanager
+    def saving(self):
+        """Around a save: it may take longer than the grace period, and is no hang."""
+        self.busy_saving = True
+        try:
+            yield
+        finally:
+            self.busy_saving = False
+
     @staticmethod
     def _kill_env_processes() -> None:
+        if hasattr(signal, "alarm"):
+            signal.alarm(0)
         for process in multiprocessing.active_children():
             process.kill()
 
@@ -882,7 +909,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
         if "replay" not in saved["loop"]:
             learning_starts = global_step + learning_delay
             print(
-                f"note: the checkpoint has no replay memory; learning resumes after {args.learning_starts:,} steps",
+                f"note: the checkpoint has no replay memory; learning resumes after {learning_delay:,} steps",
                 file=sys.stderr,
             )
     else:
@@ -891,10 +918,11 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     def save_checkpoint() -> None:  # the whole run after global_step steps, for --resume
         kept = parts if args.checkpoint_buffer else {name: part for name, part in parts.items() if name != "replay"}
         loop = loop_state(global_step, obs, rng, list(envs.call("save_state")), kept, recent_returns)
-        write_atomically(
-            f"runs/{run_name}/checkpoint.pt",
-            {**saved_file(args, n_actions, q_network), "run_name": run_name, "loop": loop},
-        )
+        with stop.saving():
+            write_atomically(
+                f"runs/{run_name}/checkpoint.pt",
+                {**saved_file(args, n_actions, q_network), "run_name": run_name, "loop": loop},
+            )
 
     start_step = last_checkpoint = global_step
     start_time = time.time()
@@ -996,7 +1024,8 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.pt"
-        write_atomically(model_path, saved_file(args, n_actions, q_network))
+        with stop.saving():
+            write_atomically(model_path, saved_file(args, n_actions, q_network))
         print(f"model saved to {model_path}")
     if args.eval_episodes > 0 and not stop.signum:
         if args.save_model:  # evaluate what was saved, loaded back, so the file is known to work

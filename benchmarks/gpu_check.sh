@@ -11,14 +11,14 @@
 #      first figures, not claims (a claim needs 5 alternating rounds).
 # Not yet run: no GPU has been lent to the sessions that wrote it.
 set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"; FAILED=
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 || exit 1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } | tee "$OUT/gpu_env.txt"
 
 # 1. The replay memory's GPU paths, against the CPU's batches for the same slots.
-python3 - > "$OUT/gpu_buffer.txt" 2>&1 <<'PY'
+timeout 120 python3 - > "$OUT/gpu_buffer.txt" 2>&1 <<'PY'
 import importlib, numpy as np, torch
-cuda, cpu = torch.device("cuda"), torch.device("cpu")
+cuda, cpu, failures = torch.device("cuda"), torch.device("cpu"), 0
 for script in ["dqn_atari", "double_dqn_atari", "dueling_dqn_atari", "per_dqn_atari", "bootstrapped_dqn_atari"]:
     module = importlib.import_module(script)
     rng = np.random.default_rng(0)
@@ -26,20 +26,23 @@ for script in ["dqn_atari", "double_dqn_atari", "dueling_dqn_atari", "per_dqn_at
     obs = rng.integers(0, 256, (3, 4, 84, 84), dtype=np.uint8)
     for t in range(40):
         next_obs = rng.integers(0, 256, (3, 4, 84, 84), dtype=np.uint8)
-        ended = np.array([(t + k) % 7 == 6 for k in range(3)])
-        for buffer in buffers.values():
-            buffer.add(obs, rng.integers(4, size=3), np.ones(3, np.float32), next_obs, ended, np.zeros(3, bool))
+        actions, ended = rng.integers(4, size=3), np.array([(t + k) % 7 == 6 for k in range(3)])
+        for buffer in buffers.values():  # the same transitions in both
+            buffer.add(obs, actions, np.ones(3, np.float32), next_obs, ended, np.zeros(3, bool))
         obs = next_obs
     i = np.flatnonzero(buffers[cpu]._is_valid(np.arange(buffers[cpu].capacity)))
     reference = buffers[cpu].get(i, cpu)
     for storage, batch in [("gpu", buffers[cuda].get(i, cuda)), ("pinned host", buffers[cpu].get(i, cuda))]:
         torch.cuda.synchronize()
         same = all(torch.equal(a.cpu(), b) for a, b in zip(batch, reference))
+        on_gpu = all(x.device.type == "cuda" for x in batch)
         print(f"{script}: frames in {storage} memory, batch on the GPU: {'same as the CPU' if same else 'DIFFERENT'}")
-        assert same and all(x.device.type == "cuda" for x in batch)
-print("buffer check: ok")
+        failures += not (same and on_gpu)
+print(f"buffer check: {failures} failure(s)")
+raise SystemExit(1 if failures else 0)
 PY
 echo "buffer check exit $?" | tee -a "$OUT/gpu_buffer.txt"
+grep -q "buffer check: 0 failure" "$OUT/gpu_buffer.txt" || FAILED="buffer check"
 
 # 2. Every script on the GPU, tiny counts, 6 at a time.
 TINY="--env-id BreakoutNoFrameskip-v4 --cuda --save-model --total-timesteps 2000 --learning-starts 500 --buffer-size 1000 --eval-episodes 1"
@@ -50,13 +53,15 @@ TINY="--env-id BreakoutNoFrameskip-v4 --cuda --save-model --total-timesteps 2000
   done
   echo "dqn_atari.py $TINY --num-envs 4"
 } > "$OUT/gpu_runs.txt"
-echo "command,exit_code" > "$OUT/gpu_correctness.csv"
+echo "line,command,exit_code" > "$OUT/gpu_correctness.csv"
 export OUT
-tr '\n' '\0' < "$OUT/gpu_runs.txt" | xargs -0 -P 6 -I{} bash -c '
-  log="$OUT/log_$(echo "{}" | tr -c "a-zA-Z0-9_\n" "_" | cut -c1-120).txt"
-  timeout 200 python3 {} > "$log" 2>&1; rc=$?
+# each run in a folder of its own (its runs/ and videos/ stay out of $OUT), 2 torch threads each: 6 x 2 of 16 cores
+nl -ba -w1 -s' ' "$OUT/gpu_runs.txt" | tr '\n' '\0' | xargs -0 -P 6 -I{} bash -c '
+  set -- {}; k=$1; shift; dir="/tmp/gpu_runs/run_$k"; log="$OUT/log_$k.txt"; mkdir -p "$dir"; root=$PWD
+  (cd "$dir" && OMP_NUM_THREADS=2 timeout -k 10 200 python3 "$root/$1" "${@:2}" > "$log" 2>&1); rc=$?
   grep -q "evaluation over" "$log" || [ "$rc" != 0 ] || rc=99  # exit 0 without its evaluation: not done
-  echo "\"{}\",$rc" | tee -a "$OUT/gpu_correctness.csv"'
+  echo "$k,\"$*\",$rc" | tee -a "$OUT/gpu_correctness.csv"'
+awk -F, 'NR > 1 && $NF != 0' "$OUT/gpu_correctness.csv" | grep -q . && FAILED="${FAILED:-} runs"
 
 # 3. Speed, while time is left: one round of each, so first figures only. First dqn_atari.py against SB3's DQN at
 # N = 1, then dqn_atari.py alone at N = 8, and at N = 1 and 8 with --buffer-device cuda.
@@ -68,4 +73,5 @@ speed() {
 speed --num-envs 1 --out "$OUT/gpu_speed_n1_sb3.csv"
 speed --num-envs 8 --no-sb3 --out "$OUT/gpu_speed_n8.csv"
 speed --num-envs 1 8 --no-sb3 --extra "--buffer-device cuda" --out "$OUT/gpu_speed_bufcuda.csv"
-echo "gpu_check done in $SECONDS s" | tee -a "$OUT/gpu_speed.txt"
+echo "gpu_check done in $SECONDS s; failed: ${FAILED:-nothing}" | tee -a "$OUT/gpu_speed.txt"
+[ -z "${FAILED:-}" ]

@@ -38,6 +38,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -108,16 +109,17 @@ def run_one(
     out_dir: str,
     driver_node: str,
     node_dir: str | None,
+    node_folder_before: str | None,
     stop: StopFlag,
 ) -> dict:
     """One run, in a Ray worker: the script as a subprocess, resumed if its folder holds a checkpoint. It works in
-    out_dir on the driver's node (or with node_dir None: --shared-out), else in node_dir on this node, and then
-    returns its results, all but the checkpoint."""
+    out_dir on the driver's node (or with node_dir None: --shared-out), else on this node, in the folder it worked
+    in before (node_folder_before) or a new one in node_dir, and then returns its results, all but the checkpoint."""
     if stop_raised(stop):
         return {"stopped": True, "returncode": None}
     code_dir = os.getcwd()  # runtime_env's copy of the repository
     away = node_dir is not None and ray.get_runtime_context().get_node_id() != driver_node
-    work_dir = node_folder(node_dir, out_dir) if away else out_dir
+    work_dir = (node_folder_before or node_folder(node_dir, out_dir)) if away else out_dir
     checkpoints = glob.glob(os.path.join(work_dir, "runs", "*", "checkpoint.pt"))
     if away and not checkpoints and os.path.isdir(work_dir):
         shutil.rmtree(work_dir)  # what an earlier try left here went to out_dir already; this one starts over
@@ -154,8 +156,8 @@ def run_one(
     }
     if away:  # the results travel back, small: events, logs, the model; the checkpoint stays here, for a rerun
         left = glob.glob(os.path.join(work_dir, "runs", "*", "checkpoint.pt"))
-        node = ray.get_runtime_context().get_node_id()
-        result["node"] = {"node_id": node, "folder": work_dir, "checkpoint": bool(left)}
+        node = {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
+        result["node"] = {**node, "host": socket.gethostname(), "folder": work_dir, "checkpoint": bool(left)}
         result["payload"] = pack(work_dir)
     return result
 
@@ -226,23 +228,26 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     task = ray.remote(run_one)
-    nodes = {node["NodeID"]: node["Resources"] for node in ray.nodes() if node["Alive"]}
+    nodes = [node for node in ray.nodes() if node["Alive"]]
     need = {"CPU": opts.cpus_per_run, "GPU": opts.gpus_per_run, **opts.resources}
-    node_dir = None if opts.shared_out else opts.node_dir
+    # the same absolute path on every node: a relative one would land in Ray's temporary copy of the code
+    node_dir = None if opts.shared_out else os.path.abspath(os.path.expanduser(opts.node_dir))
     pending, failed = {}, []
     for script, env_id, seed in to_do:
         folder = run_folder(out, names[script], env_id, seed)
         options = dict(num_cpus=opts.cpus_per_run, num_gpus=opts.gpus_per_run, resources=opts.resources, max_retries=0)
-        if not opts.shared_out and (node := checkpoint_node(folder, driver_node)):
-            if node not in nodes or any(nodes[node].get(key, 0) < value for key, value in need.items() if value):
+        held = None if opts.shared_out else checkpoint_held(folder, driver_node)  # where its checkpoint is, if any
+        if held is not None:
+            node = find_node(held, nodes)
+            if node is None or any(node["Resources"].get(key, 0) < value for key, value in need.items() if value):
                 failed.append(f"{names[script]} {env_id} seed {seed}")
-                print(f"\nFAILED {failed[-1]}: its checkpoint is on node {node}, which is not in this cluster or "
-                      f"lacks what a run asks for (to start the run over: rm -r {folder})", flush=True)  # fmt: skip
+                print(f"\nFAILED {failed[-1]}: {cannot_resume(held, folder, node is None)}", flush=True)
                 continue
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)  # back to it
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)  # back to it
         ref = task.options(**options).remote(
-            script, env_id, seed, script_flags, opts.threads_per_run, folder, driver_node, node_dir, stop
-        )
+            script, env_id, seed, script_flags, opts.threads_per_run, folder, driver_node, node_dir,
+            held and held.get("folder"), stop,
+        )  # fmt: skip
         pending[ref] = (script, env_id, seed)
 
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // opts.cpus_per_run))
@@ -261,8 +266,9 @@ def main() -> int:
                 result = {"returncode": None, "stderr_tail": f"{type(e).__name__}: {e}"}
             if "payload" in result:  # a run on another node: its results, and where its checkpoint stayed
                 unpack(result.pop("payload"), folder)
-                with open(os.path.join(folder, "node.json"), "w") as f:
+                with open(os.path.join(folder, "node.json.tmp"), "w") as f:
                     json.dump(result.pop("node"), f, indent=1)
+                os.replace(os.path.join(folder, "node.json.tmp"), os.path.join(folder, "node.json"))
             name = f"{names[script]} {env_id} seed {seed}"
             if outcome(result) == "finished":
                 finish(folder, {"script": script, "name": names[script], "env_id": env_id, "seed": seed, **result})
@@ -334,15 +340,42 @@ def finish(folder: str, record: dict) -> None:
         json.dump(record, f, indent=1)
 
 
-def checkpoint_node(folder: str, driver_node: str) -> str | None:
-    """The id of the node that holds the run's checkpoint, or None if it left none."""
+def checkpoint_held(folder: str, driver_node: str) -> dict | None:
+    """Where the run's checkpoint is: in its folder on this node, or (node.json) on another node; None if it left
+    none."""
     if glob.glob(os.path.join(folder, "runs", "*", "checkpoint.pt")):
-        return driver_node
+        return {"node_id": driver_node}
     if os.path.isfile(os.path.join(folder, "node.json")):
         with open(os.path.join(folder, "node.json")) as f:
             node = json.load(f)
-        return node["node_id"] if node["checkpoint"] else None
+        return node if node["checkpoint"] else None
     return None
+
+
+def find_node(held: dict, nodes: list[dict]) -> dict | None:
+    """The live node that holds the checkpoint: the same node, or, after a restart gave it a new id, the one node
+    at its address."""
+    for node in nodes:
+        if node["NodeID"] == held["node_id"]:
+            return node
+    at_address = [node for node in nodes if "ip" in held and node["NodeManagerAddress"] == held["ip"]]
+    return at_address[0] if len(at_address) == 1 else None
+
+
+def cannot_resume(held: dict, folder: str, gone: bool) -> str:
+    """Why a run with a checkpoint cannot go on here, and what to do."""
+    if "folder" not in held:  # on this node
+        return (
+            f"its checkpoint is in {folder}, on this node, which lacks what a run asks for: rerun without "
+            f"--resources / --gpus-per-run, or on a node that has them"
+        )
+    where = f"{held['folder']} on {held['host']} ({held['ip']})"
+    if gone:
+        return (
+            f"its checkpoint is in {where}, which is not in this cluster: bring that node back, or start the run over "
+            f"(delete that folder there, and {folder}/node.json)"
+        )
+    return f"its checkpoint is in {where}, which lacks what a run asks for (--resources, --gpus-per-run)"
 
 
 def run_folder(out: str, name: str, env_id: str, seed: int, *rest: str) -> str:

@@ -117,7 +117,7 @@ def test_a_signal_saves_the_model_and_a_checkpoint_and_exits_128_plus_it(run, si
 def test_a_second_signal_stops_at_once():
     import dqn_atari
 
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     try:
         stop = dqn_atari.GracefulStop()
         os.kill(os.getpid(), signal.SIGTERM)  # the first: noted, the loop finishes its step
@@ -131,6 +131,7 @@ def test_a_second_signal_stops_at_once():
             os.kill(os.getpid(), signal.SIGTERM)
         assert exit_info.value.code == 143
     finally:
+        signal.alarm(0)  # the first signal's grace timer
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

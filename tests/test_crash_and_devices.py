@@ -86,6 +86,59 @@ def test_a_crash_in_the_update_ends_the_run_and_its_env_processes(script, num_en
     assert processes_with(marker) == [], "env processes outlived the run"
 
 
+# Runs a script with its env processes' emulator hanging at its 200th frame, and a grace period of 2 s, not 60.
+HANGING_ENV = """
+import os, runpy, signal, sys, time, ale_py
+alarm = signal.alarm
+signal.alarm = lambda seconds: alarm(min(seconds, 2))
+step, frames = ale_py.AtariEnv.step, [0]
+def hang_at_frame_200(self, action):
+    frames[0] += 1
+    if frames[0] == 200 and multiprocessing.parent_process() is not None:
+        open("hanging", "w").close()
+        time.sleep(3600)
+    return step(self, action)
+import multiprocessing
+ale_py.AtariEnv.step = hang_at_frame_200
+script, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def test_sigterm_ends_a_run_whose_env_hangs(tmp_path):
+    """The loop waits forever on a hung env process; SIGTERM asks it to stop, and after the grace period the run
+    exits 143, its env processes killed (leaving the frame that holds them used to wait on them instead)."""
+    marker = f"DQN_TEST_RUN={uuid.uuid4().hex}"
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
+    command = [sys.executable, "-c", HANGING_ENV, os.path.join(ROOT, "dqn_atari.py"), *TINY_ATARI]
+    command += ["--total-timesteps", "100000", "--eval-episodes", "0"]
+    run = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "hanging").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        assert (tmp_path / "hanging").exists(), run.stderr.read() if run.poll() is not None else "no hang"
+        signalled = time.time()
+        run.send_signal(signal.SIGTERM)  # to the run alone: its env processes ignore SIGTERM anyway
+        _, stderr = run.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+        pytest.fail("SIGTERM did not end a run whose env hangs")
+    assert run.returncode == 143 and time.time() - signalled < 10, stderr
+    assert "error: the run did not stop within" in stderr
+    time.sleep(0.5)
+    assert processes_with(marker) == [], "env processes outlived the run"
+
+
 def test_sigterm_ends_a_run_that_has_stopped_making_progress():
     """The first signal asks the loop to stop at its next step; a loop that never comes round (a hung env worker, an
     update that never returns) is ended grace_s seconds later, with 128 + signum, as a second signal would."""

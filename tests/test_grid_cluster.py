@@ -94,3 +94,15 @@ def test_a_run_that_ends_otherwise_than_143_after_the_stop_signal_has_failed():
     assert grid_py.outcome({"returncode": -9, "stopped": True}) == "failed"  # killed
     assert grid_py.outcome({"returncode": 143, "stopped": False}) == "failed"  # a SIGTERM that was not the grid's
     assert grid_py.outcome({"returncode": 0, "stopped": True}) == "finished"  # it ended as the signal came
+
+
+def test_a_restarted_node_is_found_again_at_its_address():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import grid as grid_py  # benchmarks/grid.py
+
+    held = {"node_id": "old", "ip": "10.0.0.2", "host": "b", "folder": "/x", "checkpoint": True}
+    a, b = {"NodeID": "a", "NodeManagerAddress": "10.0.0.1"}, {"NodeID": "new", "NodeManagerAddress": "10.0.0.2"}
+    assert grid_py.find_node(held, [a, b]) is b  # a new id at the same address: the same machine, its disk
+    assert grid_py.find_node({**held, "node_id": "a"}, [a, b]) is a
+    assert grid_py.find_node(held, [a]) is None  # gone
+    assert grid_py.find_node(held, [a, b, {**b, "NodeID": "other"}]) is None  # two at that address: which is it?
