@@ -23,7 +23,8 @@ action, its target head scores it), which is how this project reads the paper's 
 
 What is here, top to bottom: the arguments, the Atari preprocessing (SB3's wrappers), a video recorder
 built on OpenCV, the network with K heads, a replay buffer that stores every frame once and its masked version,
-evaluation by vote, checkpoints and --resume, and the loop.
+evaluation by vote, the loop (main), and then the run's life cycle (checkpoints, --resume, signals), which a
+reader of the algorithm can skip.
 Logs go to runs/{run_name} (`tensorboard --logdir runs`), with CleanRL's scalar names.
 
 Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies (full text: LICENSE).
@@ -117,6 +118,9 @@ class Args:
     """steps between checkpoints of the whole run to `runs/{run_name}/checkpoint.pt`, for --resume (0: none)"""
     checkpoint_buffer: bool = True
     """keep the replay memory in checkpoints; without it a resumed run refills it for --learning-starts steps"""
+    keep_final_buffer: bool = False
+    """keep the replay memory in a finished run's last checkpoint too, to extend the run exactly later; by default
+    that checkpoint leaves it out (it is buffer-sized), and an extension refills it"""
     resume: str | None = None
     """continue the run in this folder (`runs/{run_name}`) from its checkpoint, with its flags"""
     load_model: str | None = None
@@ -173,7 +177,9 @@ class RecordGames(gym.Wrapper):
     """Write the raw RGB frames of games 0, 1, 8, 27, ..., 1000, 2000, ... to mp4 files.
 
     Gymnasium's RecordVideo needs moviepy; OpenCV, which the preprocessing already uses, can write mp4
-    itself. It wraps the emulator directly, so a 'game' here is a whole game, every frame at 60 fps.
+    itself. It wraps the emulator directly, so a 'game' here is a whole game, every frame at 60 fps. While `paused`
+    it records nothing: the reset that makes a resumed run's env, undone when its saved state goes back, must not
+    open a file of the run's past again (a resumed run records from its next recorded game on).
     """
 
     def __init__(self, env: gym.Env, folder: str):
@@ -181,7 +187,7 @@ class RecordGames(gym.Wrapper):
         self.folder = folder
         self.games_started = 0
         self.writer = None
-        os.makedirs(folder, exist_ok=True)
+        self.paused = False
 
     @staticmethod
     def is_recorded(game: int) -> bool:
@@ -191,7 +197,8 @@ class RecordGames(gym.Wrapper):
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._close_writer()
-        if self.is_recorded(self.games_started):
+        if self.is_recorded(self.games_started) and not self.paused:
+            os.makedirs(self.folder, exist_ok=True)
             height, width = obs.shape[:2]
             path = os.path.join(self.folder, f"game-{self.games_started}.mp4")
             self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 60, (width, height))
@@ -314,8 +321,7 @@ def make_envs(args: Args, run_name: str, saved_states: list[dict] | None = None)
             video = f"videos/{run_name}" if args.capture_video and k == 0 and in_worker else None
             env = Resumable(make_env(args.env_id, args.seed + k, video))
             if saved_states is not None and in_worker:
-                env.reset(seed=args.seed + k)
-                env.restore_state(saved_states[k])
+                env.restore_state(saved_states[k], seed=args.seed + k)
             return env
 
         return make
@@ -545,6 +551,14 @@ class FrameReplayBuffer:
         self.continues_episode = ~(terminated | truncated)
         return i
 
+    def start_streams(self, obs: np.ndarray) -> None:
+        """Begin each stream with its env's observation whole, its 4 frames as the last 4 slots of one episode, so that
+        the stacks of the transitions that follow are what the agent saw (a memory refilled in mid-game, after a
+        resume without it; an episode's first observation is 4 copies of one frame, and comes out the same)."""
+        for t in range(FRAME_STACK):
+            self._write_frames(np.arange(len(self.pos)), obs[:, t], t)
+        self.continues_episode[:] = True
+
     def _written(self) -> np.ndarray:
         return np.concatenate([first + np.arange(n) for first, n in zip(self.first_slot, self.size)])
 
@@ -733,14 +747,153 @@ def pick_device(args: Args) -> tuple[torch.device, torch.device]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Stopping, saving and resuming
+# Training
 
-SCRIPT = os.path.basename(__file__)
+
+def main(args: Args, given: set[str] = frozenset()) -> int:
+    """Train (or, with --eval-only, play a saved agent); `given` names the flags set on the command line."""
+    stop = GracefulStop()
+    try:
+        run = Run(args, given)  # new, stopped or finished, and what this command does with it (see Run)
+        args = run.args
+        device, buffer_device = pick_device(args)
+        probe = make_env(args.env_id, args.seed)  # an --env-id that cannot work fails here, with one line
+        n_actions, frame_shape = int(probe.action_space.n), probe.observation_space.shape[1:]
+        probe.close()
+        run.fits(n_actions)
+        writer = run.begin(device)  # the run's folder: made only now, so that a refused command leaves nothing
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    rng = np.random.default_rng(args.seed)
+
+    q_network = QNetwork(n_actions, args.n_heads).to(device).to(memory_format=torch.channels_last)
+    target_network = QNetwork(n_actions, args.n_heads).to(device).to(memory_format=torch.channels_last)
+    target_network.load_state_dict(q_network.state_dict())
+    # the fused Adam kernel updates all parameters in one pass; noticeably faster on CPU too
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
+
+    def final_evaluation() -> None:  # --eval-episodes games, logged and printed
+        evaluate_and_log(q_network, args, run.name, device, writer)
+
+    if args.eval_only:  # --load-model PATH --eval-only: play the saved agent, no training
+        return run.play(q_network, stop, final_evaluation, writer)
+
+    rb = MaskedFrameReplayBuffer(args.buffer_size, frame_shape, n_actions, buffer_device, args.num_envs, args.n_heads)
+    acting = HeadPerGame(args.n_heads, args.num_envs, rng)
+    recent_returns = deque(maxlen=20)
+    parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb}  # what checkpoints keep
+    parts["acting"] = acting  # the head playing each env's game in progress
+    envs = make_envs(args, run.name, run.saved["loop"]["env"] if args.resume else None)
+    # learning starts after --learning-starts steps, and no sooner than every env has stored a transition to draw
+    global_step, learning_starts = run.step, max(args.learning_starts, args.num_envs)
+    if args.resume:  # back to the checkpoint's step, exactly as the run was then
+        obs = run.restore(q_network, parts, rng, recent_returns)
+        if "replay" not in run.saved["loop"]:  # it refills, from the frames of the game in progress (Run.restore)
+            rb.start_streams(obs)
+            learning_starts += global_step
+    else:
+        obs, _ = envs.reset(seed=args.seed)  # env k is seeded with --seed + k
+
+    def save_checkpoint(step: int) -> None:
+        with stop.saving():
+            run.save_checkpoint(step, obs, rng, list(envs.call("save_state")), parts, recent_returns, q_network)
+
+    progress = Progress(global_step)  # the status line, and the speed
+    print(f"run {run.name} on {device} from step {global_step:,}; logs in {run.folder}", flush=True)
+    # Each pass is one step of every env: --num-envs transitions, numbered global_step, global_step + 1, ...
+    while global_step < args.total_timesteps:
+        if stop.requested():  # Ctrl-C or SIGTERM: stop between two steps, where the run's state is whole
+            break
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * run.horizon, global_step)
+        # act: each env's acting head, greedily (epsilon-greedy if epsilon is set; at random before learning starts)
+        actions = rng.integers(n_actions, size=args.num_envs)
+        explore = (rng.random(args.num_envs) < epsilon) | (global_step < learning_starts)
+        if not explore.all():
+            with torch.inference_mode():
+                q_values = q_network.head_q_values(to_device(torch.from_numpy(obs), device), acting.heads)
+                greedy = q_values.argmax(1).cpu().numpy()
+            actions = np.where(explore, actions, greedy)
+        # step: the envs step in their processes while the network learns below. The actions were picked before this
+        # pass's updates, as in a sequential loop; the one difference is that these updates cannot sample the
+        # transitions in flight.
+        envs.step_async(actions)
+
+        # learn: one update per --train-frequency transitions, whatever the number of envs
+        losses_to_log = None
+        for step in range(global_step, global_step + args.num_envs):
+            if step < learning_starts:
+                continue
+            if step % args.train_frequency == 0:
+                progress.learning(step)
+                # unlike the parent's, this buffer's sample() (through its get()) also returns the batch's masks
+                data, masks = rb.sample(args.batch_size, rng, device)
+                with torch.no_grad():
+                    next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)
+                    # every head's own Double-DQN target: (batch, n_heads)
+                    td_target = double_dqn_target(
+                        next_q_online, next_q_target, data.rewards[:, None], data.terminated[:, None], args.gamma
+                    )
+                q_taken = (
+                    q_network(data.obs).gather(2, data.actions[:, None, None].expand(-1, args.n_heads, 1)).squeeze(2)
+                )
+                head_losses = masked_head_losses(q_taken, td_target, masks)
+                loss = head_losses.mean()  # logged: one head's loss on average, the scale the other scripts log
+
+                optimizer.zero_grad(set_to_none=True)
+                head_losses.sum().backward()  # every head learns from its own loss; the torso's 1/K is in the network
+                optimizer.step()
+
+                if step % 100 == 0:  # read after step_wait, so that logging never makes the CPU wait for a GPU here
+                    losses_to_log = (step, loss.detach(), q_taken.detach().mean())
+            if step % args.target_network_frequency == 0:
+                with torch.no_grad():
+                    for target_param, param in zip(target_network.parameters(), q_network.parameters()):
+                        target_param.lerp_(param, args.tau)  # target <- target + tau * (online - target)
+
+        next_obs, rewards, terminated, truncated, infos = envs.step_wait()
+        games = games_ended(infos)
+        acting.after_games([k for k, _, _ in games])  # a new game, a new head
+        for k, game_return, game_length in games:  # whole games, with their unclipped scores
+            recent_returns.append(game_return)
+            writer.add_scalar("charts/episodic_return", game_return, global_step + k)
+            writer.add_scalar("charts/episodic_length", game_length, global_step + k)
+        if losses_to_log is not None:
+            step, loss, q_mean = losses_to_log
+            writer.add_scalar("losses/td_loss", loss.item(), step)
+            writer.add_scalar("losses/q_values", q_mean.item(), step)
+            writer.add_scalar("charts/SPS", progress.sps(step), step)
+            writer.add_scalar("charts/epsilon", epsilon, step)
+
+        # store: an env whose episode ended has begun the next one; the transition ends at the final observation
+        masks = rng.random((args.num_envs, args.n_heads)) < args.mask_prob  # which heads learn from each transition
+        rb.add(obs, actions, rewards, final_observations(next_obs, infos), terminated, truncated, masks)
+        obs = next_obs
+        global_step += args.num_envs
+
+        progress.status(global_step, args.total_timesteps, recent_returns, epsilon)
+        if run.checkpoint_due(global_step):
+            save_checkpoint(global_step)
+    run.loop_ended(global_step, save_checkpoint)  # the last checkpoint, and what to do next
+    envs.close()
+
+    progress.summary(global_step)
+    return run.end(q_network, stop, final_evaluation, writer)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run's life cycle: new, stopped, finished. Bookkeeping only; the algorithm is all above.
+
 # Flags that a resumed run, or the evaluation of a saved agent, may change: where it runs, how long, what it records
 # and keeps, how it is evaluated. Any other flag would change what the run learns, and must agree with the saved one.
 CHANGEABLE_FLAGS = {"cuda", "buffer_device", "torch_deterministic", "capture_video", "save_model", "total_timesteps"}
-CHANGEABLE_FLAGS |= {"eval_episodes", "eval_epsilon", "checkpoint_frequency", "checkpoint_buffer"}
-CHANGEABLE_FLAGS |= {"resume", "load_model", "eval_only"}
+CHANGEABLE_FLAGS |= {"eval_episodes", "eval_epsilon", "checkpoint_frequency", "checkpoint_buffer", "keep_final_buffer"}
+COMMAND_FLAGS = {"resume", "load_model", "eval_only"}  # what this command does: never taken from a saved file
+CHANGEABLE_FLAGS |= COMMAND_FLAGS
+SCRIPT = os.path.basename(__file__)
 
 
 class GracefulStop:
@@ -848,7 +1001,7 @@ def saved_file(args: Args, n_actions: int, q_network: nn.Module) -> dict:
         "script": SCRIPT,
         "env_id": args.env_id,
         "n_actions": int(n_actions),
-        "args": vars(args),
+        "args": {name: value for name, value in vars(args).items() if name not in COMMAND_FLAGS},
         "model": q_network.state_dict(),
     }
 
@@ -868,40 +1021,220 @@ def load_saved(path: str) -> dict:
     return saved
 
 
-def open_run(args: Args, given: set[str]) -> tuple[Args, dict | None, str]:
-    """The run's flags, the file it starts from (--resume's checkpoint or --load-model's file, else None) and its
-    name; ValueError if they cannot work. A saved run's flags hold, with those given on this command line."""
-    if args.resume and args.load_model:
-        raise ValueError("--resume and --load-model do not go together")
-    saved = None
-    if args.resume:
-        path = os.path.join(args.resume, "checkpoint.pt")
-        if not os.path.isdir(args.resume):
-            raise ValueError(f"--resume {args.resume}: no such folder")
-        if not os.path.isfile(path):
-            raise ValueError(f"--resume {args.resume}: no checkpoint.pt there (--checkpoint-frequency 0?)")
-        saved = load_saved(path)
-        if "loop" not in saved:
-            raise ValueError(f"{path} holds a model but not a training loop to resume")
-    elif args.load_model:
-        saved = load_saved(args.load_model)
-    if saved is not None:
-        for name in sorted(given - CHANGEABLE_FLAGS):
-            if name in saved["args"] and getattr(args, name) != saved["args"][name]:
+class Run:
+    """Where a run is in its life, and what each command does with it: the one place that knows.
+
+    A run's folder, runs/{name}, holds a run that is stopped (its checkpoint.pt has steps left before
+    --total-timesteps) or finished (the checkpoint reached them). A command with neither --resume nor --load-model
+    starts a new run, in a new folder. The others:
+
+        command                            on a stopped run                  on a finished run
+        --resume RUN                       goes on from its checkpoint       refused, saying how to extend it
+        --resume RUN --total-timesteps N   goes on, to N                     extends it to N
+        --load-model FILE --eval-only      plays the saved agent (a model or a checkpoint) in a folder of its own,
+                                           runs/{name}-play: never in the training run's folder or its videos
+
+    The schedules (epsilon, PER's beta) span the run's first --total-timesteps, its horizon, whatever N a resume gives:
+    an extension never changes what a step's past was, and past the horizon they hold their end values. A refused
+    command writes nothing. A stop prints the command that resumes the run; the end says what the checkpoint kept.
+    README.md ("The run's life cycle") has the full table, with what each row prints and where it writes.
+    """
+
+    def __init__(self, args: Args, given: set[str]):
+        """The run's flags and state, from this command line (`given`: the flags it names) and the saved file it names;
+        ValueError if they cannot work. Nothing is written until begin()."""
+        if args.resume and args.load_model:
+            raise ValueError("--resume and --load-model do not go together")
+        saved = None
+        if args.resume:
+            path = os.path.join(args.resume, "checkpoint.pt")
+            if not os.path.isdir(args.resume):
+                raise ValueError(f"--resume {args.resume}: no such folder")
+            if not os.path.isfile(path):
+                raise ValueError(f"--resume {args.resume}: no checkpoint.pt there (--checkpoint-frequency 0?)")
+            saved = load_saved(path)
+            if "loop" not in saved:
+                raise ValueError(f"{path} holds a model but not a training loop to resume")
+        elif args.load_model:
+            saved = load_saved(args.load_model)
+        if saved is not None:  # the saved run's flags hold, with those given here
+            for name in sorted(given - CHANGEABLE_FLAGS):
+                if name in saved["args"] and getattr(args, name) != saved["args"][name]:
+                    raise ValueError(
+                        f"--{name.replace('_', '-')} {getattr(args, name)} would change the saved run, "
+                        f"which has {saved['args'][name]}"
+                    )
+            kept = {name: value for name, value in saved["args"].items() if name in Args.__dataclass_fields__}
+            given = (given | COMMAND_FLAGS) & Args.__dataclass_fields__.keys()
+            args = Args(**{**kept, **{name: getattr(args, name) for name in given}})
+        check_args(args)
+        self.args, self.saved = args, saved
+        self.step = saved["loop"]["step"] if args.resume else 0  # where training goes on from
+        self.checkpointed = self.step  # the step of the last checkpoint
+        self.horizon = args.total_timesteps  # the steps the schedules span
+        if args.resume:
+            self.horizon = saved["loop"].get("horizon", saved["args"]["total_timesteps"])
+            if args.total_timesteps <= self.step and "total_timesteps" not in given:
                 raise ValueError(
-                    f"--{name.replace('_', '-')} {getattr(args, name)} would change the saved run, "
-                    f"which has {saved['args'][name]}"
+                    f"{args.resume} has finished ({self.step:,} steps); to extend it: "
+                    f"python {SCRIPT} --resume {args.resume} --total-timesteps N, with N above {self.step:,}"
                 )
-        kept = {name: value for name, value in saved["args"].items() if name in Args.__dataclass_fields__}
-        args = Args(**{**kept, **{name: getattr(args, name) for name in given if name in Args.__dataclass_fields__}})
-    check_args(args)
-    if args.resume and args.total_timesteps < saved["loop"]["step"]:
-        raise ValueError(
-            f"--total-timesteps {args.total_timesteps:,} is below the {saved['loop']['step']:,} steps already run"
-        )
-    run_name = saved["run_name"] if args.resume else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    os.makedirs(f"runs/{run_name}", exist_ok=True)
-    return args, saved, run_name
+            if args.total_timesteps <= self.step:
+                raise ValueError(f"--total-timesteps {args.total_timesteps:,} is not above the {self.step:,} steps run")
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.name = saved["run_name"] if args.resume else name + ("-play" if args.eval_only else "")
+        self.folder = f"runs/{self.name}"
+        self.checkpoint = f"{self.folder}/checkpoint.pt"
+        self.memory_kept = None  # whether the last checkpoint kept the replay memory
+
+    def fits(self, n_actions: int) -> None:
+        """ValueError if the saved agent has another number of actions than the env."""
+        if self.saved is not None and self.saved["n_actions"] != n_actions:
+            raise ValueError(f"the saved agent has {self.saved['n_actions']} actions, {self.args.env_id} {n_actions}")
+        self.n_actions = n_actions
+
+    def begin(self, device: torch.device) -> SummaryWriter:
+        """Make the run's folder, once every check has passed, and its TensorBoard writer: a new run logs its flags and
+        the device it runs on; a resumed one hides what the stopped run logged after its checkpoint, so that no step is
+        logged twice."""
+        os.makedirs(self.folder, exist_ok=True)
+        writer = SummaryWriter(self.folder, purge_step=self.step if self.args.resume else None)
+        if not self.args.resume:
+            flags = {**vars(self.args), "device": device}
+            writer.add_text(
+                "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flags.items())
+            )
+        return writer
+
+    def restore(self, q_network: nn.Module, parts: dict, rng: np.random.Generator, recent_returns) -> np.ndarray:
+        """Put the network, the RNGs and each of `parts` back as the checkpoint left them (the envs' states go back where
+        the envs are made); returns the observation to go on from."""
+        loop = self.saved["loop"]
+        q_network.load_state_dict(self.saved["model"])
+        for name, part in parts.items():
+            if name in loop:
+                part.load_state_dict(loop[name])
+        rng.bit_generator.state = loop["rng"]
+        torch.set_rng_state(loop["torch_rng"])
+        recent_returns.extend(loop["recent_returns"])
+        if "replay" not in loop:
+            learning = f"learning resumes after --learning-starts ({self.args.learning_starts:,}) steps"
+            print(f"note: the checkpoint has no replay memory; {learning}", file=sys.stderr)
+        return loop["obs"].numpy().copy()
+
+    def checkpoint_due(self, step: int) -> bool:
+        frequency = self.args.checkpoint_frequency
+        return frequency > 0 and step // frequency > self.checkpointed // frequency
+
+    def save_checkpoint(
+        self, step: int, obs: np.ndarray, rng, env_state, parts: dict, recent_returns, q_network
+    ) -> None:
+        """The whole run after `step` steps, for --resume: the networks, and all that the loop's next steps depend on
+        (the observation, the RNGs, the envs' state, each of `parts`: target network, optimizer, replay memory, ...).
+        The replay memory is left out with --no-checkpoint-buffer, and from a finished run's last checkpoint unless
+        --keep-final-buffer (it is buffer-sized: 6.6 GB at the Atari default)."""
+        finished = step >= self.args.total_timesteps
+        memory = self.args.checkpoint_buffer and (self.args.keep_final_buffer or not finished)
+        loop = {
+            "step": step,
+            "horizon": self.horizon,
+            "obs": torch.from_numpy(obs.copy()),
+            "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "env": env_state,
+            "recent_returns": list(recent_returns),
+            **{name: part.state_dict() for name, part in parts.items() if memory or name != "replay"},
+        }
+        saved = {**saved_file(self.args, self.n_actions, q_network), "run_name": self.name, "loop": loop}
+        write_atomically(self.checkpoint, saved)
+        self.checkpointed, self.memory_kept = step, memory
+
+    def loop_ended(self, step: int, save_checkpoint) -> None:
+        """Where the loop ended, stopped or finished: the last checkpoint, there."""
+        self.reached = step
+        if self.args.checkpoint_frequency and (step != self.checkpointed or not os.path.isfile(self.checkpoint)):
+            save_checkpoint(step)
+
+    def end(self, q_network: nn.Module, stop: GracefulStop, evaluate, writer: SummaryWriter) -> int:
+        """After training: a line that says what the checkpoint kept and what a next command can do with it, the model
+        (--save-model), then the evaluation of a run that was not stopped. Returns the exit code: 0, or 128 + the
+        signal that stopped the run."""
+        resume = f"python {SCRIPT} --resume {self.folder}"
+        if stop.signum and self.args.checkpoint_frequency:
+            print(
+                f"interrupted at step {self.reached:,}; checkpoint in {self.folder}; to go on: {resume}",
+                file=sys.stderr,
+            )
+        elif stop.signum:
+            print(
+                f"interrupted at step {self.reached:,}; no checkpoint (--checkpoint-frequency 0) to resume from",
+                file=sys.stderr,
+            )
+        elif self.args.checkpoint_frequency and self.memory_kept:
+            print(f"finished; its checkpoint keeps the replay memory: {resume} --total-timesteps N extends it exactly")
+        elif self.args.checkpoint_frequency:
+            print(
+                f"finished; its checkpoint leaves the replay memory out (--keep-final-buffer keeps it): "
+                f"{resume} --total-timesteps N extends it, refilling the memory first"
+            )
+
+        if self.args.save_model:
+            model_path = f"{self.folder}/{self.args.exp_name}.pt"
+            with stop.saving():
+                write_atomically(model_path, saved_file(self.args, self.n_actions, q_network))
+            print(f"model saved to {model_path}")
+        if self.args.eval_episodes > 0 and not stop.signum:
+            if self.args.save_model:  # evaluate what was saved, loaded back, so the file is known to work
+                q_network.load_state_dict(load_saved(model_path)["model"])
+            stop.deferring = False  # from here on, a signal stops at once
+            evaluate()
+        writer.close()
+        return 128 + stop.signum if stop.signum else 0
+
+    def play(self, q_network: nn.Module, stop: GracefulStop, evaluate, writer: SummaryWriter) -> int:
+        """--load-model FILE --eval-only: play the saved agent, in this run's own folder."""
+        q_network.load_state_dict(self.saved["model"])
+        stop.deferring = False
+        if not stop.signum:  # a signal that came while the agent was loading: no games at all
+            evaluate()
+        writer.close()
+        return 128 + stop.signum if stop.signum else 0
+
+
+class Progress:
+    """What the terminal shows of a run: a status line every 10 s (step, speed, recent return, epsilon), and the speed
+    at the end, overall and once learning started (the training-phase SPS that benchmarks/ compares)."""
+
+    def __init__(self, step: int):
+        self.start_step, self.start_time = step, time.time()
+        self.last_print = self.start_time
+        self.learning_since = None  # (step, time) of the first gradient update
+
+    def sps(self, step: int) -> int:
+        return int((step - self.start_step) / (time.time() - self.start_time))
+
+    def learning(self, step: int) -> None:
+        """Called at each update: the first one starts the training phase's clock."""
+        if self.learning_since is None:
+            self.learning_since = (step, time.time())
+
+    def status(self, step: int, total_steps: int, recent_returns, epsilon: float) -> None:
+        if time.time() - self.last_print > 10:
+            self.last_print = time.time()
+            mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
+            print(
+                f"step {step:>9,}/{total_steps:,}  SPS {self.sps(step):>5}  "
+                f"return (last {len(recent_returns)} games) {mean_return:>6}  epsilon {epsilon:.3f}",
+                flush=True,
+            )
+
+    def summary(self, step: int) -> None:
+        elapsed = time.time() - self.start_time
+        line = f"{step - self.start_step:,} steps in {elapsed:.1f} s ({(step - self.start_step) / elapsed:.1f} SPS"
+        if self.learning_since is not None:
+            first_step, began = self.learning_since
+            line += f", {(step - first_step) / (time.time() - began):.1f} SPS once learning started"
+        print(line + ")")
 
 
 # What each wrapper carries from one step to the next (its other attributes are settings, or scratch each step
@@ -933,8 +1266,15 @@ class Resumable(gym.Wrapper):
                 state["frame_stack"] = torch.from_numpy(np.stack(wrapper.obs_queue))
         return state
 
-    def restore_state(self, state: dict) -> None:
-        """Put this env, reset once, back into a saved state."""
+    def restore_state(self, state: dict, seed: int) -> None:
+        """Put this new env into a saved state. A reset comes first (its wrappers need one), with the videos paused:
+        that game is undone at once."""
+        recorders = [wrapper for wrapper in wrappers(self.env) if isinstance(wrapper, RecordGames)]
+        for recorder in recorders:
+            recorder.paused = True
+        self.reset(seed=seed)
+        for recorder in recorders:
+            recorder.paused = False
         self.unwrapped.ale.restoreState(ale_py.ALEState(state["emulator"]))
         self.unwrapped.np_random.bit_generator.state = state["np_random"]
         self.action_space.np_random.bit_generator.state = state["action_space"]
@@ -944,229 +1284,6 @@ class Resumable(gym.Wrapper):
                     setattr(wrapper, attribute, state[key])
             if isinstance(wrapper, gym.wrappers.FrameStackObservation):
                 wrapper.obs_queue = deque(state["frame_stack"].numpy().copy(), maxlen=FRAME_STACK)
-
-
-def loop_state(step: int, obs: np.ndarray, rng: np.random.Generator, env_state, parts: dict, recent_returns) -> dict:
-    """Everything the training loop's next steps depend on, after `step` steps: the observation, the RNGs, the env's
-    state, and the state of each object in `parts` (target network, optimizer, replay memory, ...)."""
-    return {
-        "step": step,
-        "obs": torch.from_numpy(obs.copy()),
-        "rng": rng.bit_generator.state,
-        "torch_rng": torch.get_rng_state(),
-        "env": env_state,
-        "recent_returns": list(recent_returns),
-        **{name: part.state_dict() for name, part in parts.items()},
-    }
-
-
-def restore_loop_state(state: dict, rng: np.random.Generator, parts: dict, recent_returns) -> tuple[int, np.ndarray]:
-    """loop_state undone, for the parts the checkpoint holds (the env's state is put back where the env is built);
-    returns the step to go on from and its observation."""
-    for name, part in parts.items():
-        if name in state:
-            part.load_state_dict(state[name])
-    rng.bit_generator.state = state["rng"]
-    torch.set_rng_state(state["torch_rng"])
-    recent_returns.extend(state["recent_returns"])
-    return state["step"], state["obs"].numpy().copy()
-
-
-# ---------------------------------------------------------------------------------------------------
-# Training
-
-
-def main(args: Args, given: set[str] = frozenset()) -> int:
-    """Train (or, with --eval-only, play a saved agent); `given` names the flags set on the command line."""
-    stop = GracefulStop()
-    try:
-        args, saved, run_name = open_run(args, given)
-        device, buffer_device = pick_device(args)
-        probe = make_env(args.env_id, args.seed)  # an --env-id that cannot work fails here, with one line
-        n_actions, frame_shape = int(probe.action_space.n), probe.observation_space.shape[1:]
-        probe.close()
-        if saved is not None and saved["n_actions"] != n_actions:
-            raise ValueError(f"the saved agent has {saved['n_actions']} actions, {args.env_id} {n_actions}")
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    rng = np.random.default_rng(args.seed)
-
-    # a resumed run hides what the killed one logged after its checkpoint, so that no step is logged twice
-    writer = SummaryWriter(f"runs/{run_name}", purge_step=saved["loop"]["step"] if args.resume else None)
-    if not args.resume:
-        writer.add_text(
-            "hyperparameters",
-            "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
-        )
-
-    q_network = QNetwork(n_actions, args.n_heads).to(device).to(memory_format=torch.channels_last)
-    target_network = QNetwork(n_actions, args.n_heads).to(device).to(memory_format=torch.channels_last)
-    target_network.load_state_dict(q_network.state_dict())
-    # the fused Adam kernel updates all parameters in one pass; noticeably faster on CPU too
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
-
-    if args.eval_only:  # --load-model PATH --eval-only: play the saved agent, no training
-        q_network.load_state_dict(saved["model"])
-        stop.deferring = False
-        if stop.signum:  # a signal that came while the agent was loading: no games at all
-            writer.close()
-            return 128 + stop.signum
-        evaluate_and_log(q_network, args, run_name, device, writer)
-        writer.close()
-        return 0
-
-    rb = MaskedFrameReplayBuffer(args.buffer_size, frame_shape, n_actions, buffer_device, args.num_envs, args.n_heads)
-    acting = HeadPerGame(args.n_heads, args.num_envs, rng)
-    recent_returns = deque(maxlen=20)
-    parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb}  # what checkpoints keep
-    parts["acting"] = acting  # the head playing each env's game in progress
-    envs = make_envs(args, run_name, saved["loop"]["env"] if args.resume else None)
-    # learning starts after --learning-starts steps, and no sooner than every env has stored a transition to draw
-    learning_delay = max(args.learning_starts, args.num_envs)
-    global_step, learning_starts = 0, learning_delay
-    if args.resume:  # back to the checkpoint's step, exactly as the run was then
-        q_network.load_state_dict(saved["model"])
-        global_step, obs = restore_loop_state(saved["loop"], rng, parts, recent_returns)
-        if "replay" not in saved["loop"]:
-            learning_starts = global_step + learning_delay
-            print(
-                f"note: the checkpoint has no replay memory; learning resumes after {learning_delay:,} steps",
-                file=sys.stderr,
-            )
-    else:
-        obs, _ = envs.reset(seed=args.seed)  # env k is seeded with --seed + k
-
-    def save_checkpoint() -> None:  # the whole run after global_step steps, for --resume
-        kept = parts if args.checkpoint_buffer else {name: part for name, part in parts.items() if name != "replay"}
-        loop = loop_state(global_step, obs, rng, list(envs.call("save_state")), kept, recent_returns)
-        with stop.saving():
-            write_atomically(
-                f"runs/{run_name}/checkpoint.pt",
-                {**saved_file(args, n_actions, q_network), "run_name": run_name, "loop": loop},
-            )
-
-    start_step = last_checkpoint = global_step
-    start_time = time.time()
-    training_start_time = None  # when the first gradient update happened, for the training-phase SPS
-    last_print = start_time
-    print(f"run {run_name} on {device} from step {start_step:,}; logs in runs/{run_name}", flush=True)
-    # Each pass is one step of every env: --num-envs transitions, numbered global_step, global_step + 1, ...
-    while global_step < args.total_timesteps:
-        if stop.requested():  # Ctrl-C or SIGTERM: stop between two steps, where the run's state is whole
-            break
-        epsilon = linear_schedule(
-            args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
-        )
-        # act: each env's acting head, greedily (epsilon-greedy if epsilon is set; at random before learning starts)
-        actions = rng.integers(n_actions, size=args.num_envs)
-        explore = (rng.random(args.num_envs) < epsilon) | (global_step < learning_starts)
-        if not explore.all():
-            with torch.inference_mode():
-                q_values = q_network.head_q_values(to_device(torch.from_numpy(obs), device), acting.heads)
-                greedy = q_values.argmax(1).cpu().numpy()
-            actions = np.where(explore, actions, greedy)
-        # step: the envs step in their processes while the network learns below. The actions were picked before this
-        # pass's updates, as in a sequential loop; the one difference is that these updates cannot sample the
-        # transitions in flight.
-        envs.step_async(actions)
-
-        # learn: one update per --train-frequency transitions, whatever the number of envs
-        losses_to_log = None
-        for step in range(global_step, global_step + args.num_envs):
-            if step < learning_starts:
-                continue
-            if step % args.train_frequency == 0:
-                if training_start_time is None:
-                    training_start_time, training_start_step = time.time(), step
-                # unlike the parent's, this buffer's sample() (through its get()) also returns the batch's masks
-                data, masks = rb.sample(args.batch_size, rng, device)
-                with torch.no_grad():
-                    next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)
-                    # every head's own Double-DQN target: (batch, n_heads)
-                    td_target = double_dqn_target(
-                        next_q_online, next_q_target, data.rewards[:, None], data.terminated[:, None], args.gamma
-                    )
-                q_taken = (
-                    q_network(data.obs).gather(2, data.actions[:, None, None].expand(-1, args.n_heads, 1)).squeeze(2)
-                )
-                head_losses = masked_head_losses(q_taken, td_target, masks)
-                loss = head_losses.mean()  # logged: one head's loss on average, the scale the other scripts log
-
-                optimizer.zero_grad(set_to_none=True)
-                head_losses.sum().backward()  # every head learns from its own loss; the torso's 1/K is in the network
-                optimizer.step()
-
-                if step % 100 == 0:  # read after step_wait, so that logging never makes the CPU wait for a GPU here
-                    losses_to_log = (step, loss.detach(), q_taken.detach().mean())
-            if step % args.target_network_frequency == 0:
-                with torch.no_grad():
-                    for target_param, param in zip(target_network.parameters(), q_network.parameters()):
-                        target_param.lerp_(param, args.tau)  # target <- target + tau * (online - target)
-
-        next_obs, rewards, terminated, truncated, infos = envs.step_wait()
-        games = games_ended(infos)
-        acting.after_games([k for k, _, _ in games])  # a new game, a new head
-        for k, game_return, game_length in games:  # whole games, with their unclipped scores
-            recent_returns.append(game_return)
-            writer.add_scalar("charts/episodic_return", game_return, global_step + k)
-            writer.add_scalar("charts/episodic_length", game_length, global_step + k)
-        if losses_to_log is not None:
-            step, loss, q_mean = losses_to_log
-            writer.add_scalar("losses/td_loss", loss.item(), step)
-            writer.add_scalar("losses/q_values", q_mean.item(), step)
-            writer.add_scalar("charts/SPS", int((step - start_step) / (time.time() - start_time)), step)
-            writer.add_scalar("charts/epsilon", epsilon, step)
-
-        # store: an env whose episode ended has begun the next one; the transition ends at the final observation
-        masks = rng.random((args.num_envs, args.n_heads)) < args.mask_prob  # which heads learn from each transition
-        rb.add(obs, actions, rewards, final_observations(next_obs, infos), terminated, truncated, masks)
-        obs = next_obs
-        global_step += args.num_envs
-
-        if time.time() - last_print > 10:
-            last_print = time.time()
-            mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
-            print(
-                f"step {global_step:>9,}/{args.total_timesteps:,}  SPS {int((global_step - start_step) / (last_print - start_time)):>5}  "
-                f"return (last {len(recent_returns)} games) {mean_return:>6}  epsilon {epsilon:.3f}",
-                flush=True,
-            )
-
-        if (
-            args.checkpoint_frequency
-            and global_step // args.checkpoint_frequency > last_checkpoint // args.checkpoint_frequency
-        ):
-            save_checkpoint()
-            last_checkpoint = global_step
-    if stop.signum:
-        print(f"\ninterrupted at step {global_step:,}", file=sys.stderr)
-    if args.checkpoint_frequency and global_step != last_checkpoint:
-        save_checkpoint()  # where the run stopped, so that it can go on from there
-    envs.close()
-
-    elapsed = time.time() - start_time
-    summary = f"{global_step - start_step:,} steps in {elapsed:.1f} s ({(global_step - start_step) / elapsed:.1f} SPS"
-    if training_start_time is not None:
-        train_sps = (global_step - training_start_step) / (time.time() - training_start_time)
-        summary += f", {train_sps:.1f} SPS once learning started"
-    print(summary + ")")
-
-    if args.save_model:
-        model_path = f"runs/{run_name}/{args.exp_name}.pt"
-        with stop.saving():
-            write_atomically(model_path, saved_file(args, n_actions, q_network))
-        print(f"model saved to {model_path}")
-    if args.eval_episodes > 0 and not stop.signum:
-        if args.save_model:  # evaluate what was saved, loaded back, so the file is known to work
-            q_network.load_state_dict(load_saved(model_path)["model"])
-        stop.deferring = False  # from here on, a signal stops at once
-        evaluate_and_log(q_network, args, run_name, device, writer)
-    writer.close()
-    return 128 + stop.signum if stop.signum else 0
 
 
 if __name__ == "__main__":

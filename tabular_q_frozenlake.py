@@ -87,7 +87,9 @@ class RecordEpisodes(gym.Wrapper):
     """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... to mp4 files.
 
     Gymnasium's RecordVideo needs moviepy; OpenCV can write mp4 itself. Rendering classic-control
-    and toy-text environments needs pygame (`pip install pygame`), which this script checks for up front.
+    and toy-text environments needs pygame (`pip install pygame`), which this script checks for up front. While
+    `paused` it records nothing (the reset that makes a resumed run's env is undone at once), and its folder is made
+    with its first file.
     """
 
     def __init__(self, env: gym.Env, folder: str):
@@ -95,7 +97,7 @@ class RecordEpisodes(gym.Wrapper):
         self.folder = folder
         self.episodes_started = 0
         self.writer = None
-        os.makedirs(folder, exist_ok=True)
+        self.paused = False
 
     @staticmethod
     def is_recorded(episode: int) -> bool:
@@ -105,7 +107,8 @@ class RecordEpisodes(gym.Wrapper):
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._close_writer()
-        if self.is_recorded(self.episodes_started):
+        if self.is_recorded(self.episodes_started) and not self.paused:
+            os.makedirs(self.folder, exist_ok=True)
             frame = self.env.render()
             path = os.path.join(self.folder, f"episode-{self.episodes_started}.mp4")
             fps = self.env.metadata.get("render_fps", 30)

@@ -17,9 +17,10 @@ gets two sets of runs: its `runs/` folder (TensorBoard events, the model, the ch
   sets the runs' torch threads (OMP_NUM_THREADS).
 - Where runs work, and where their checkpoints stay: a checkpoint never passes through this process's memory or Ray's
   object store. A run on the machine that holds `--out` works there directly. A run on another node works in
-  `--node-dir` on that node, and when it ends its results travel to `--out` (events, logs, the final model: everything
-  but the checkpoint, which stays on the node; `node.json` in the run's folder says where). Its rerun goes back to
-  that node, and resumes there. With `--shared-out`, `--out` is on storage that every node sees (Ray's own convention
+  `--node-dir` on that node, and when it ends its results travel to `--out`: events, logs, the model, and a finished
+  run's last checkpoint, which leaves the replay memory out (unless the run has --keep-final-buffer). A stopped run's
+  checkpoint, buffer-sized, stays on the node (`node.json` in the run's folder says where); the same command sends
+  the run back to that node, and it resumes there. With `--shared-out`, `--out` is on storage that every node sees (Ray's own convention
   for clusters: NFS, a cluster filesystem), and every run works in it directly. The code reaches every node through
   Ray's `runtime_env` (this repository, without its run folders).
 - Rerunning the same command skips finished runs and resumes any run that left a checkpoint (`--resume`).
@@ -53,11 +54,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXCLUDES = [".git", "runs", "videos", ".whl", ".gl", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pt"]
 
 
-def pack(folder: str) -> bytes:
-    """A run's folder as tar.gz bytes, without its checkpoint (buffer-sized: it stays where the run works)."""
+def pack(folder: str, with_checkpoint: bool) -> bytes:
+    """A run's folder as tar.gz bytes; without its checkpoint unless asked (a stopped run's holds the replay memory,
+    buffer-sized: it stays where the run works)."""
 
     def results_only(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        return None if os.path.basename(member.name) in ("checkpoint.pt", "checkpoint.pt.tmp") else member
+        name = os.path.basename(member.name)
+        return None if name.endswith(".tmp") or (name == "checkpoint.pt" and not with_checkpoint) else member
 
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -114,7 +117,7 @@ def run_one(
 ) -> dict:
     """One run, in a Ray worker: the script as a subprocess, resumed if its folder holds a checkpoint. It works in
     out_dir on the driver's node (or with node_dir None: --shared-out), else on this node, in the folder it worked
-    in before (node_folder_before) or a new one in node_dir, and then returns its results, all but the checkpoint."""
+    in before (node_folder_before) or a new one in node_dir, and then returns its results (see pack)."""
     if stop_raised(stop):
         return {"stopped": True, "returncode": None}
     code_dir = os.getcwd()  # runtime_env's copy of the repository
@@ -156,9 +159,11 @@ def run_one(
     }
     if away:  # the results travel back, small: events, logs, the model; the checkpoint stays here, for a rerun
         left = glob.glob(os.path.join(work_dir, "runs", "*", "checkpoint.pt"))
+        # a finished run's last checkpoint leaves the replay memory out, unless --keep-final-buffer: it travels too
+        finished_small = run.returncode == 0 and "--keep-final-buffer" not in flags
         node = {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
         result["node"] = {**node, "host": socket.gethostname(), "folder": work_dir, "checkpoint": bool(left)}
-        result["payload"] = pack(work_dir)
+        result["payload"] = pack(work_dir, with_checkpoint=finished_small)
     return result
 
 

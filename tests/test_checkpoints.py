@@ -172,7 +172,7 @@ def test_without_the_buffer_a_resumed_run_refills_it_before_learning(tmp_path, r
     assert "replay" not in checkpoint["loop"] and "target_network" in checkpoint["loop"]
     result = run_script("dqn_atari.py", "--resume", run_dir, "--total-timesteps", 600)
     assert result.returncode == 0, result.stderr
-    assert "learning resumes after 100 steps" in result.stderr  # --learning-starts 100, from step 300
+    assert "learning resumes after --learning-starts (100) steps" in result.stderr  # from step 300
     loss_steps = [step for step, _ in scalars(run_dir, "losses/td_loss")]
     assert not [step for step in loss_steps if 300 <= step < 400] and max(loss_steps) >= 400
 
@@ -196,7 +196,7 @@ def test_saved_files_and_resume_errors_are_one_line_each(tmp_path, run_script):
             "--env-id PongNoFrameskip-v4 would change",
         ),
         ("dqn_atari.py", ["--resume", run_dir, "--buffer-size", 1000], "--buffer-size 1000 would change"),
-        ("dqn_atari.py", ["--resume", run_dir, "--total-timesteps", 100], "below the 300 steps"),
+        ("dqn_atari.py", ["--resume", run_dir, "--total-timesteps", 100], "is not above the 300 steps run"),
         ("dqn_atari.py", ["--load-model", "nothing.pt", "--eval-only"], "nothing.pt: no such file"),
         ("dqn_atari.py", ["--load-model", str(tmp_path / "not_ours.pt"), "--eval-only"], "cannot be read"),
         (

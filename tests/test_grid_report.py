@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import ROOT, TINY_ATARI
 
@@ -70,6 +71,8 @@ def test_a_failing_run_is_reported_and_the_others_finish(finished_grid):
             assert record["steps_per_second"] > 0
             games, evaluation = read_curve(folder / "curve.csv")
             assert len(games) >= 1 and evaluation == []
+            [checkpoint] = folder.glob("runs/*/checkpoint.pt")  # a finished run keeps no buffer-sized checkpoint
+            assert "replay" not in torch.load(checkpoint, weights_only=True)["loop"]
             assert all(0 < step <= 500 for step, _ in games)
 
 

@@ -1,0 +1,229 @@
+"""The run's life cycle (Run, in every script; the table is in README.md): each command on a stopped and on a finished
+run, in dqn_cartpole.py and dqn_atari.py, tiny counts. What each does, where it writes, what it prints."""
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, TINY_ATARI
+
+SCRIPTS = ["dqn_cartpole.py", "dqn_atari.py"]
+VIDEO = {"dqn_cartpole.py": [], "dqn_atari.py": ["--capture-video"]}  # CartPole's videos need pygame, not installed
+FLAGS = {
+    "dqn_cartpole.py": "--no-cuda --learning-starts 100 --eval-frequency 0 --eval-episodes 1".split(),
+    "dqn_atari.py": [*TINY_ATARI, "--eval-episodes", "1"],
+}
+
+
+def command(script, *flags):
+    return [sys.executable, os.path.join(ROOT, script), *map(str, flags)]
+
+
+def run(cwd, script, *flags):
+    return subprocess.run(command(script, *flags), cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def files(folder):
+    """Every file under folder, with its size and modification time: what a command must leave alone."""
+    paths = [path for path in glob.glob(f"{folder}/**", recursive=True) if os.path.isfile(path)]
+    return {path: (os.path.getsize(path), os.path.getmtime(path)) for path in paths}
+
+
+def scalars(run_dir, tag):
+    return [(event.step, event.value) for event in EventAccumulator(run_dir).Reload().Scalars(tag)]
+
+
+def checkpoint(run_dir):
+    return torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def saved_runs(tmp_path_factory):
+    """For each script, a finished run (300 steps, its model saved) and a stopped one (SIGTERM after its first
+    checkpoint, of 1,500 steps), each in a folder of its own; copied by the tests that change them."""
+    runs = {}
+    for script in SCRIPTS:
+        finished = tmp_path_factory.mktemp("finished")
+        flags = [*FLAGS[script], "--total-timesteps", 300, "--checkpoint-frequency", 200, "--save-model"]
+        result = run(finished, script, *flags, *VIDEO[script])
+        assert result.returncode == 0, result.stderr
+        stopped = tmp_path_factory.mktemp("stopped")
+        flags = [*FLAGS[script], "--total-timesteps", 1500, "--checkpoint-frequency", 200]
+        process = subprocess.Popen(
+            command(script, *flags), cwd=stopped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        while not glob.glob(str(stopped / "runs" / "*" / "checkpoint.pt")) and process.poll() is None:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 143, stderr
+        runs[script] = {"finished": (finished, result.stdout), "stopped": (stopped, stderr)}
+    return runs
+
+
+def copy_of(saved_runs, script, state, tmp_path):
+    """A copy of the saved run in tmp_path (runs/NAME, and its videos), to change there; returns runs/NAME."""
+    source, _ = saved_runs[script][state]
+    for folder in ("runs", "videos"):
+        if (source / folder).exists():
+            shutil.copytree(source / folder, tmp_path / folder, copy_function=shutil.copy2)
+    [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
+    return os.path.relpath(run_dir, tmp_path)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_new_run_trains_in_a_new_folder_and_its_checkpoint_leaves_the_memory_out(saved_runs, script, tmp_path):
+    folder, stdout = saved_runs[script]["finished"]
+    [run_dir] = glob.glob(str(folder / "runs" / "*"))
+    assert f"from step 0; logs in runs/{os.path.basename(run_dir)}" in stdout
+    assert "finished; its checkpoint leaves the replay memory out (--keep-final-buffer keeps it)" in stdout
+    loop = checkpoint(run_dir)["loop"]
+    assert loop["step"] == 300 and "replay" not in loop and "target_network" in loop
+    flags = [*FLAGS[script], "--total-timesteps", 300, "--checkpoint-frequency", 200, "--keep-final-buffer"]
+    result = run(tmp_path, script, *flags)
+    assert result.returncode == 0 and "finished; its checkpoint keeps the replay memory" in result.stdout
+    assert "replay" in checkpoint(glob.glob(str(tmp_path / "runs" / "*"))[0])["loop"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_stop_says_how_to_go_on_and_resume_goes_on_in_the_same_folder(saved_runs, script, tmp_path):
+    folder, stderr = saved_runs[script]["stopped"]
+    [run_dir] = glob.glob(str(folder / "runs" / "*"))
+    name = os.path.basename(run_dir)
+    assert f"checkpoint in runs/{name}; to go on: python {script} --resume runs/{name}" in stderr
+    run_dir = copy_of(saved_runs, script, "stopped", tmp_path)
+    stopped_at = checkpoint(tmp_path / run_dir)["loop"]["step"]
+    assert 0 < stopped_at < 1500
+    result = run(tmp_path, script, "--resume", run_dir)  # to its own --total-timesteps, 1,500
+    assert result.returncode == 0, result.stderr
+    assert f"from step {stopped_at:,}; logs in {run_dir}" in result.stdout
+    assert checkpoint(tmp_path / run_dir)["loop"]["step"] >= 1500 and os.listdir(tmp_path / "runs") == [name]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_resume_with_a_larger_total_goes_on_to_it(saved_runs, script, tmp_path):
+    run_dir = copy_of(saved_runs, script, "stopped", tmp_path)
+    stopped_at = checkpoint(tmp_path / run_dir)["loop"]["step"]
+    result = run(tmp_path, script, "--resume", run_dir, "--total-timesteps", stopped_at + 100)
+    assert result.returncode == 0, result.stderr
+    assert checkpoint(tmp_path / run_dir)["loop"]["step"] == stopped_at + 100
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_resuming_a_finished_run_is_refused_and_says_how_to_extend_it(saved_runs, script, tmp_path):
+    run_dir = copy_of(saved_runs, script, "finished", tmp_path)
+    before = files(tmp_path)
+    result = run(tmp_path, script, "--resume", run_dir)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert (
+        f"{run_dir} has finished (300 steps); to extend it: python {script} --resume {run_dir} --total-timesteps N"
+        in (errors[0])
+    )
+    assert files(tmp_path) == before  # nothing trained, evaluated or logged again
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_extending_a_finished_run_keeps_its_schedule_and_its_model_can_be_played(saved_runs, script, tmp_path):
+    """The schedules span the run's first --total-timesteps: past it, epsilon holds its end value. And the model a
+    resumed run saves is played like any other (it used to keep `resume` among its flags)."""
+    flags = [*FLAGS[script], "--total-timesteps", 300, "--exploration-fraction", 1.0, "--end-e", 0.02]
+    assert run(tmp_path, script, *flags, "--checkpoint-frequency", 200, "--eval-episodes", 0).returncode == 0
+    [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
+    result = run(tmp_path, script, "--resume", run_dir, "--total-timesteps", 600, "--save-model")
+    assert result.returncode == 0, result.stderr
+    epsilon = dict(scalars(run_dir, "charts/epsilon"))
+    assert epsilon[200] > 0.3 and epsilon[400] == epsilon[500] == pytest.approx(0.02)  # was 0.34 and 0.18 at 400, 500
+    model = os.path.join(run_dir, f"{script[:-3]}.pt")
+    result = run(tmp_path, script, "--load-model", model, "--eval-only", "--eval-episodes", 1, "--no-cuda")
+    assert result.returncode == 0, result.stderr
+
+
+def test_extending_a_finished_per_run_keeps_beta_at_its_end(tmp_path):
+    flags = [*TINY_ATARI, "--eval-episodes", 0, "--total-timesteps", 300, "--checkpoint-frequency", 200]
+    assert run(tmp_path, "per_dqn_atari.py", *flags).returncode == 0
+    [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
+    result = run(tmp_path, "per_dqn_atari.py", "--resume", run_dir, "--total-timesteps", 600)
+    assert result.returncode == 0, result.stderr
+    beta = dict(scalars(run_dir, "charts/beta"))
+    assert beta[200] < 1.0 and beta[400] == beta[500] == 1.0  # it was 0.7 at 400 before: a schedule over 600 steps
+
+
+@pytest.mark.parametrize("state", ["finished", "stopped"])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_playing_writes_in_a_folder_of_its_own_never_in_the_training_run(saved_runs, script, state, tmp_path):
+    run_dir = copy_of(saved_runs, script, state, tmp_path)
+    before = files(tmp_path)
+    saved = ["checkpoint.pt"] + ([f"{script[:-3]}.pt"] if state == "finished" else [])  # a model, and checkpoints
+    for name in saved:
+        flags = ["--load-model", os.path.join(run_dir, name), "--eval-only", "--eval-episodes", 1, "--no-cuda"]
+        result = run(tmp_path, script, *flags, *VIDEO[script])
+        assert result.returncode == 0, result.stderr
+    assert {path: stat for path, stat in files(tmp_path).items() if path in before} == before  # all there, unchanged
+    plays = [os.path.basename(path) for path in glob.glob(str(tmp_path / "runs" / "*-play"))]
+    assert plays and all(glob.glob(str(tmp_path / "runs" / play / "events.out.tfevents.*")) for play in plays)
+    if VIDEO[script]:
+        assert all(glob.glob(str(tmp_path / "videos" / f"{play}-eval" / "*.mp4")) for play in plays)
+
+
+@pytest.mark.parametrize(
+    "script, env_id",
+    [
+        ("dqn_cartpole.py", "NoSuchEnv-v0"),
+        ("dqn_cartpole.py", "Pendulum-v1"),
+        ("dqn_atari.py", "NoSuchEnv-v0"),
+        ("dqn_atari.py", "Pendulum-v1"),
+        ("dqn_atari.py", "ALE/Breakout-v5"),
+    ],
+)
+def test_a_refused_command_leaves_nothing_behind(script, env_id, tmp_path):
+    result = run(tmp_path, script, "--env-id", env_id, "--no-cuda", "--capture-video")
+    assert result.returncode == 2 and result.stderr.count("error:") == 1, result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("script", ["dqn_atari.py"])  # CartPole's videos need pygame, which the tests do not install
+def test_videos_go_on_after_a_resume_without_overwriting(script, tmp_path):
+    flags = [*FLAGS[script], "--total-timesteps", 20000, "--checkpoint-frequency", 300, "--capture-video"]
+    process = subprocess.Popen(command(script, *flags), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while len(glob.glob(str(tmp_path / "videos" / "*" / "*.mp4"))) < 3 and process.poll() is None:
+        time.sleep(0.05)  # games (episodes) 0, 1 and 8 begun: the first ones recorded
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    videos = {path: open(path, "rb").read() for path in glob.glob(str(tmp_path / "videos" / "*" / "*.mp4"))}
+    [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
+    step = checkpoint(run_dir)["loop"]["step"]
+    result = run(tmp_path, script, "--resume", run_dir, "--total-timesteps", step + 300, "--eval-episodes", 0)
+    assert result.returncode == 0, result.stderr
+    assert {path: open(path, "rb").read() for path in videos} == videos
+
+
+def test_a_memory_refilled_after_a_resume_starts_with_the_frames_the_agent_saw(tmp_path):
+    """Resumed without its replay memory, the run is in mid-game: the first stored transitions' stacks are the
+    observation the checkpoint kept (they used to repeat its newest frame as if an episode began there)."""
+    import dqn_atari
+
+    flags = [*TINY_ATARI, "--eval-episodes", 0, "--total-timesteps", 300, "--checkpoint-frequency", 200]
+    assert run(tmp_path, "dqn_atari.py", *flags, "--no-checkpoint-buffer").returncode == 0
+    [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
+    obs = checkpoint(run_dir)["loop"]["obs"].numpy()  # what the agent saw at step 300
+    result = run(tmp_path, "dqn_atari.py", "--resume", run_dir, "--total-timesteps", 310, "--keep-final-buffer",
+                 "--checkpoint-buffer")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    memory = dqn_atari.FrameReplayBuffer(300, (84, 84), 4, torch.device("cpu"), 1)
+    memory.load_state_dict(checkpoint(run_dir)["loop"]["replay"])
+    first = memory.get(np.array([FRAME_SLOT]), torch.device("cpu"))
+    assert np.array_equal(first.obs[0].numpy(), obs[0])
+
+
+FRAME_SLOT = 3  # the resumed run's first transition starts at its stream's 4th slot, after the observation's 4 frames
