@@ -52,7 +52,7 @@ def main() -> int:
     differ = 0
     for script, flags in RUNS.items():
         (returns_a, weights_a), (returns_b, weights_b) = (
-            one_run(tree, script, flags) for tree in (opts.before, opts.after)
+            one_run(os.path.abspath(tree), script, flags) for tree in (opts.before, opts.after)
         )
         same_weights = weights_a.keys() == weights_b.keys() and all(
             torch.equal(weights_a[k], weights_b[k]) for k in weights_a
