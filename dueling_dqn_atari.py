@@ -93,7 +93,7 @@ class Args:
     end_e: float = 0.01
     """the ending epsilon for exploration"""
     exploration_fraction: float = 0.10
-    """the fraction of `total_timesteps` it takes to go from start_e to end_e"""
+    """the fraction of `total_timesteps` it takes to go from start_e to end_e (the run's first: an extension keeps it)"""
     learning_starts: int = 80_000
     """the step at which learning starts (at the earliest --num-envs: once every env has stored a transition)"""
     train_frequency: int = 4
@@ -183,7 +183,10 @@ class RecordGames(gym.Wrapper):
         if self.is_recorded(self.games_started) and not self.paused:
             os.makedirs(self.folder, exist_ok=True)
             height, width = obs.shape[:2]
-            path = os.path.join(self.folder, f"game-{self.games_started}.mp4")
+            path, copy = os.path.join(self.folder, f"game-{self.games_started}.mp4"), 1
+            while os.path.exists(path):  # never over a file: an extended run's evaluation plays game 0 again
+                copy += 1
+                path = os.path.join(self.folder, f"game-{self.games_started}.{copy}.mp4")
             self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 60, (width, height))
         self.games_started += 1
         self._write(obs)
@@ -631,6 +634,8 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     stop = GracefulStop()
     try:
         run = Run(args, given)  # new, stopped or finished, and what this command does with it (see Run)
+        if run.finished:  # asked to go on to where it is: nothing to do (Run said so, and how to extend it)
+            return 0
         args = run.args
         device, buffer_device = pick_device(args)
         probe = make_env(args.env_id, args.seed)  # an --env-id that cannot work fails here, with one line
@@ -661,14 +666,13 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     rb = FrameReplayBuffer(args.buffer_size, frame_shape, n_actions, buffer_device, args.num_envs)
     recent_returns = deque(maxlen=20)
     parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb}  # what checkpoints keep
-    envs = make_envs(args, run.name, run.saved["loop"]["env"] if args.resume else None)
+    envs = make_envs(args, run.name, run.env_states)
     # learning starts after --learning-starts steps, and no sooner than every env has stored a transition to draw
-    global_step, learning_starts = run.step, max(args.learning_starts, args.num_envs)
+    global_step, learning_starts = run.step, run.learning_start(max(args.learning_starts, args.num_envs))
     if args.resume:  # back to the checkpoint's step, exactly as the run was then
         obs = run.restore(q_network, parts, rng, recent_returns)
-        if "replay" not in run.saved["loop"]:  # it refills, from the frames of the game in progress (Run.restore)
+        if not run.memory_restored:  # it refills, from the frames of the game in progress
             rb.start_streams(obs)
-            learning_starts += global_step
     else:
         obs, _ = envs.reset(seed=args.seed)  # env k is seeded with --seed + k
 
@@ -938,20 +942,27 @@ class Run:
         self.step = saved["loop"]["step"] if args.resume else 0  # where training goes on from
         self.checkpointed = self.step  # the step of the last checkpoint
         self.horizon = args.total_timesteps  # the steps the schedules span
+        self.finished = False  # a finished run asked to go on to where it is: nothing to do
         if args.resume:
             self.horizon = saved["loop"].get("horizon", saved["args"]["total_timesteps"])
-            if args.total_timesteps <= self.step and "total_timesteps" not in given:
+            if args.checkpoint_frequency == 0:
                 raise ValueError(
-                    f"{args.resume} has finished ({self.step:,} steps); to extend it: "
-                    f"python {SCRIPT} --resume {args.resume} --total-timesteps N, with N above {self.step:,}"
+                    "--checkpoint-frequency 0 would leave the run's checkpoint behind it; resume with checkpoints"
                 )
-            if args.total_timesteps <= self.step:
+            self.finished = saved["args"]["total_timesteps"] <= args.total_timesteps <= self.step
+            if args.total_timesteps <= self.step and not self.finished:
                 raise ValueError(f"--total-timesteps {args.total_timesteps:,} is not above the {self.step:,} steps run")
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.name = saved["run_name"] if args.resume else name + ("-play" if args.eval_only else "")
-        self.folder = f"runs/{self.name}"
+        self.folder = os.path.normpath(args.resume) if args.resume else f"runs/{self.name}"  # begin() may add -2, -3
         self.checkpoint = f"{self.folder}/checkpoint.pt"
+        self.env_states = saved["loop"]["env"] if args.resume else None  # for the envs to start in
         self.memory_kept = None  # whether the last checkpoint kept the replay memory
+        if self.finished:
+            print(
+                f"{self.folder} has finished ({self.step:,} steps): nothing to do. To extend it: "
+                f"python {SCRIPT} --resume {self.folder} --total-timesteps N, with N above {self.step:,}"
+            )
 
     def fits(self, n_actions: int) -> None:
         """ValueError if the saved agent has another number of actions than the env."""
@@ -963,7 +974,14 @@ class Run:
         """Make the run's folder, once every check has passed, and its TensorBoard writer: a new run logs its flags and
         the device it runs on; a resumed one hides what the stopped run logged after its checkpoint, so that no step is
         logged twice."""
-        os.makedirs(self.folder, exist_ok=True)
+        if self.args.resume:
+            os.makedirs(self.folder, exist_ok=True)
+        else:  # a folder of its own, even beside a run of the same name begun in the same second
+            name, copy = self.name, 1
+            while not self._made(f"runs/{self.name}"):
+                copy += 1
+                self.name = f"{name}-{copy}"
+            self.folder, self.checkpoint = f"runs/{self.name}", f"runs/{self.name}/checkpoint.pt"
         writer = SummaryWriter(self.folder, purge_step=self.step if self.args.resume else None)
         if not self.args.resume:
             flags = {**vars(self.args), "device": device}
@@ -971,6 +989,26 @@ class Run:
                 "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flags.items())
             )
         return writer
+
+    @staticmethod
+    def _made(folder: str) -> bool:
+        try:
+            os.makedirs(folder)
+            return True
+        except FileExistsError:
+            return False
+
+    def learning_start(self, delay: int) -> int:
+        """The step of the first update: `delay` steps into a new run, or into a resumed one whose checkpoint left
+        the replay memory out (it refills first); else where the stopped run had it."""
+        if not self.args.resume:
+            self.learning_starts = delay
+        elif "replay" in self.saved["loop"]:
+            self.learning_starts = self.saved["loop"].get("learning_starts", delay)
+        else:
+            self.learning_starts = self.step + delay
+            print(f"note: the checkpoint has no replay memory; learning resumes after {delay:,} steps", file=sys.stderr)
+        return self.learning_starts
 
     def restore(self, q_network: nn.Module, parts: dict, rng: np.random.Generator, recent_returns) -> np.ndarray:
         """Put the network, the RNGs and each of `parts` back as the checkpoint left them (the envs' states go back where
@@ -983,9 +1021,8 @@ class Run:
         rng.bit_generator.state = loop["rng"]
         torch.set_rng_state(loop["torch_rng"])
         recent_returns.extend(loop["recent_returns"])
-        if "replay" not in loop:
-            learning = f"learning resumes after --learning-starts ({self.args.learning_starts:,}) steps"
-            print(f"note: the checkpoint has no replay memory; {learning}", file=sys.stderr)
+        self.memory_restored = "replay" in loop
+        self.saved = None  # the old checkpoint, memory-mapped: let it go (its file is replaced at the next one)
         return loop["obs"].numpy().copy()
 
     def checkpoint_due(self, step: int) -> bool:
@@ -1004,6 +1041,7 @@ class Run:
         loop = {
             "step": step,
             "horizon": self.horizon,
+            "learning_starts": self.learning_starts,
             "obs": torch.from_numpy(obs.copy()),
             "rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
@@ -1026,23 +1064,19 @@ class Run:
         (--save-model), then the evaluation of a run that was not stopped. Returns the exit code: 0, or 128 + the
         signal that stopped the run."""
         resume = f"python {SCRIPT} --resume {self.folder}"
-        if stop.signum and self.args.checkpoint_frequency:
+        finished = self.reached >= self.args.total_timesteps
+        if stop.signum and not finished:
+            where = f"checkpoint in {self.folder}; to go on: {resume}" if self.args.checkpoint_frequency else ""
             print(
-                f"interrupted at step {self.reached:,}; checkpoint in {self.folder}; to go on: {resume}",
+                f"\ninterrupted at step {self.reached:,}; {where or 'no checkpoint (--checkpoint-frequency 0)'}",
                 file=sys.stderr,
             )
         elif stop.signum:
-            print(
-                f"interrupted at step {self.reached:,}; no checkpoint (--checkpoint-frequency 0) to resume from",
-                file=sys.stderr,
-            )
-        elif self.args.checkpoint_frequency and self.memory_kept:
-            print(f"finished; its checkpoint keeps the replay memory: {resume} --total-timesteps N extends it exactly")
-        elif self.args.checkpoint_frequency:
-            print(
-                f"finished; its checkpoint leaves the replay memory out (--keep-final-buffer keeps it): "
-                f"{resume} --total-timesteps N extends it, refilling the memory first"
-            )
+            print(f"\nfinished at step {self.reached:,}, then stopped: no evaluation", file=sys.stderr)
+        if finished and self.args.checkpoint_frequency:
+            memory = "keeps the replay memory" if self.memory_kept else "leaves the replay memory out"
+            why = "" if self.memory_kept else " (--keep-final-buffer keeps it)" if self.args.checkpoint_buffer else ""
+            print(f"finished; its checkpoint {memory}{why}: {resume} --total-timesteps N extends it")
 
         if self.args.save_model:
             model_path = f"{self.folder}/{self.args.exp_name}.pt"
@@ -1138,6 +1172,8 @@ class Resumable(gym.Wrapper):
         recorders = [wrapper for wrapper in wrappers(self.env) if isinstance(wrapper, RecordGames)]
         for recorder in recorders:
             recorder.paused = True
+            # the games so far (the reset counts the one in progress), for a checkpoint that kept no count of its own
+            recorder.games_started = state["RecordEpisodeStatistics.episode_count"]
         self.reset(seed=seed)
         for recorder in recorders:
             recorder.paused = False

@@ -46,6 +46,7 @@ import tarfile
 import time
 
 import ray
+import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from results_csv import read_events, write_curve  # benchmarks/results_csv.py
@@ -101,6 +102,11 @@ def node_folder(node_dir: str, out_dir: str) -> str:
     grid_out, run = os.path.split(out_dir)
     grid = f"{os.path.basename(grid_out)}-{hashlib.sha1(grid_out.encode()).hexdigest()[:8]}"
     return os.path.join(os.path.expanduser(node_dir), grid, run)
+
+
+def holds_memory(checkpoint: str) -> bool:
+    """Whether a checkpoint holds the replay memory (buffer-sized): read from its index, not its data (mmap)."""
+    return "replay" in torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["loop"]
 
 
 def run_one(
@@ -159,8 +165,8 @@ def run_one(
     }
     if away:  # the results travel back, small: events, logs, the model; the checkpoint stays here, for a rerun
         left = glob.glob(os.path.join(work_dir, "runs", "*", "checkpoint.pt"))
-        # a finished run's last checkpoint leaves the replay memory out, unless --keep-final-buffer: it travels too
-        finished_small = run.returncode == 0 and "--keep-final-buffer" not in flags
+        # a finished run's last checkpoint leaves the replay memory out (unless --keep-final-buffer): it travels too
+        finished_small = run.returncode == 0 and bool(left) and not holds_memory(left[0])
         node = {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
         result["node"] = {**node, "host": socket.gethostname(), "folder": work_dir, "checkpoint": bool(left)}
         result["payload"] = pack(work_dir, with_checkpoint=finished_small)

@@ -172,7 +172,7 @@ def test_without_the_buffer_a_resumed_run_refills_it_before_learning(tmp_path, r
     assert "replay" not in checkpoint["loop"] and "target_network" in checkpoint["loop"]
     result = run_script("dqn_atari.py", "--resume", run_dir, "--total-timesteps", 600)
     assert result.returncode == 0, result.stderr
-    assert "learning resumes after --learning-starts (100) steps" in result.stderr  # from step 300
+    assert "learning resumes after 100 steps" in result.stderr  # --learning-starts 100, from step 300
     loss_steps = [step for step, _ in scalars(run_dir, "losses/td_loss")]
     assert not [step for step in loss_steps if 300 <= step < 400] and max(loss_steps) >= 400
 

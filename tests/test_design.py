@@ -179,7 +179,8 @@ def test_atari_scripts_log_and_report_alike():
         ]
 
     reference = logging_lines("dqn_atari.py")
-    assert len(reference) >= 8
+    assert len(reference) >= 8  # the status line and the speed at the end are Progress's, a shared block
+
     for script in ATARI_SCRIPTS:
         lines = set(logging_lines(script))
         missing = [line for line in reference if line not in lines]

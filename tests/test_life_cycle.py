@@ -39,7 +39,7 @@ def files(folder):
 
 
 def scalars(run_dir, tag):
-    return [(event.step, event.value) for event in EventAccumulator(run_dir).Reload().Scalars(tag)]
+    return [(event.step, event.value) for event in EventAccumulator(str(run_dir)).Reload().Scalars(tag)]
 
 
 def checkpoint(run_dir):
@@ -49,7 +49,7 @@ def checkpoint(run_dir):
 @pytest.fixture(scope="module")
 def saved_runs(tmp_path_factory):
     """For each script, a finished run (300 steps, its model saved) and a stopped one (SIGTERM after its first
-    checkpoint, of 1,500 steps), each in a folder of its own; copied by the tests that change them."""
+    checkpoint, of 1,000,000 steps), each in a folder of its own; copied by the tests that change them."""
     runs = {}
     for script in SCRIPTS:
         finished = tmp_path_factory.mktemp("finished")
@@ -57,7 +57,7 @@ def saved_runs(tmp_path_factory):
         result = run(finished, script, *flags, *VIDEO[script])
         assert result.returncode == 0, result.stderr
         stopped = tmp_path_factory.mktemp("stopped")
-        flags = [*FLAGS[script], "--total-timesteps", 1500, "--checkpoint-frequency", 200]
+        flags = [*FLAGS[script], "--total-timesteps", 1_000_000, "--checkpoint-frequency", 200]
         process = subprocess.Popen(
             command(script, *flags), cwd=stopped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -102,11 +102,16 @@ def test_a_stop_says_how_to_go_on_and_resume_goes_on_in_the_same_folder(saved_ru
     assert f"checkpoint in runs/{name}; to go on: python {script} --resume runs/{name}" in stderr
     run_dir = copy_of(saved_runs, script, "stopped", tmp_path)
     stopped_at = checkpoint(tmp_path / run_dir)["loop"]["step"]
-    assert 0 < stopped_at < 1500
-    result = run(tmp_path, script, "--resume", run_dir)  # to its own --total-timesteps, 1,500
-    assert result.returncode == 0, result.stderr
-    assert f"from step {stopped_at:,}; logs in {run_dir}" in result.stdout
-    assert checkpoint(tmp_path / run_dir)["loop"]["step"] >= 1500 and os.listdir(tmp_path / "runs") == [name]
+    resumed = subprocess.Popen(  # towards its own --total-timesteps, 1,000,000: stopped again once it is going
+        command(script, "--resume", run_dir), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    first_line = resumed.stdout.readline()
+    time.sleep(1)
+    resumed.send_signal(signal.SIGTERM)
+    _, stderr = resumed.communicate(timeout=120)
+    assert resumed.returncode == 143, stderr
+    assert f"from step {stopped_at:,}; logs in {run_dir}" in first_line
+    assert checkpoint(tmp_path / run_dir)["loop"]["step"] > stopped_at and os.listdir(tmp_path / "runs") == [name]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -119,16 +124,20 @@ def test_resume_with_a_larger_total_goes_on_to_it(saved_runs, script, tmp_path):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_resuming_a_finished_run_is_refused_and_says_how_to_extend_it(saved_runs, script, tmp_path):
+def test_resuming_a_finished_run_does_nothing_and_says_how_to_extend_it(saved_runs, script, tmp_path):
+    """It used to train 0 steps, then save and evaluate again, logging the evaluation twice. Its own
+    --total-timesteps given again (as the grid does) is the same request; a smaller one is an error."""
     run_dir = copy_of(saved_runs, script, "finished", tmp_path)
     before = files(tmp_path)
-    result = run(tmp_path, script, "--resume", run_dir)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert result.returncode == 2 and len(errors) == 1, result.stderr
-    assert (
-        f"{run_dir} has finished (300 steps); to extend it: python {script} --resume {run_dir} --total-timesteps N"
-        in (errors[0])
-    )
+    for again in ([], ["--total-timesteps", 300]):
+        result = run(tmp_path, script, "--resume", run_dir, *again)
+        assert result.returncode == 0, result.stderr
+        expected = (
+            f"{run_dir} has finished (300 steps): nothing to do. To extend it: python {script} --resume {run_dir}"
+        )
+        assert expected + " --total-timesteps N, with N above 300" in result.stdout
+    result = run(tmp_path, script, "--resume", run_dir, "--total-timesteps", 100)
+    assert result.returncode == 2 and "error: --total-timesteps 100 is not above the 300 steps run" in result.stderr
     assert files(tmp_path) == before  # nothing trained, evaluated or logged again
 
 
@@ -162,6 +171,13 @@ def test_extending_a_finished_per_run_keeps_beta_at_its_end(tmp_path):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_playing_writes_in_a_folder_of_its_own_never_in_the_training_run(saved_runs, script, state, tmp_path):
     run_dir = copy_of(saved_runs, script, state, tmp_path)
+    step = checkpoint(tmp_path / run_dir)["loop"]["step"]  # the files played are a resumed sitting's (they used to
+    flags = ["--resume", run_dir, "--total-timesteps", step + 100, "--eval-episodes", 0, "--save-model"]  # carry
+    assert run(tmp_path, script, *flags).returncode == 0  # `resume`, and so play into the run's own folder)
+    if state == "stopped":  # that sitting's checkpoint, as if it had stopped there, 100 steps on
+        saved = torch.load(tmp_path / run_dir / "checkpoint.pt", weights_only=True)
+        saved["args"]["total_timesteps"] = 1_000_000
+        torch.save(saved, tmp_path / run_dir / "checkpoint.pt")
     before = files(tmp_path)
     saved = ["checkpoint.pt"] + ([f"{script[:-3]}.pt"] if state == "finished" else [])  # a model, and checkpoints
     for name in saved:
@@ -196,8 +212,7 @@ def test_videos_go_on_after_a_resume_without_overwriting(script, tmp_path):
     flags = [*FLAGS[script], "--total-timesteps", 20000, "--checkpoint-frequency", 300, "--capture-video"]
     process = subprocess.Popen(command(script, *flags), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     while len(glob.glob(str(tmp_path / "videos" / "*" / "*.mp4"))) < 3 and process.poll() is None:
-        time.sleep(0.05)  # games (episodes) 0, 1 and 8 begun: the first ones recorded
-    time.sleep(0.5)
+        time.sleep(0.05)  # games 0, 1 and 8 begun: the first ones recorded
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 143
     videos = {path: open(path, "rb").read() for path in glob.glob(str(tmp_path / "videos" / "*" / "*.mp4"))}
@@ -210,20 +225,55 @@ def test_videos_go_on_after_a_resume_without_overwriting(script, tmp_path):
 
 def test_a_memory_refilled_after_a_resume_starts_with_the_frames_the_agent_saw(tmp_path):
     """Resumed without its replay memory, the run is in mid-game: the first stored transitions' stacks are the
-    observation the checkpoint kept (they used to repeat its newest frame as if an episode began there)."""
+    observation the checkpoint kept (they used to repeat its newest frame, as if an episode began there)."""
     import dqn_atari
 
     flags = [*TINY_ATARI, "--eval-episodes", 0, "--total-timesteps", 300, "--checkpoint-frequency", 200]
     assert run(tmp_path, "dqn_atari.py", *flags, "--no-checkpoint-buffer").returncode == 0
     [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
     obs = checkpoint(run_dir)["loop"]["obs"].numpy()  # what the agent saw at step 300
-    result = run(tmp_path, "dqn_atari.py", "--resume", run_dir, "--total-timesteps", 310, "--keep-final-buffer",
-                 "--checkpoint-buffer")  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    resume = ["--resume", run_dir, "--total-timesteps", 100_000, "--checkpoint-buffer"]
+    command = [sys.executable, "-c", STOP_AT_FRAME_200, os.path.join(ROOT, "dqn_atari.py"), *map(str, resume)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)  # a stopped run's checkpoint
+    assert result.returncode == 143, result.stderr  # keeps its memory
     memory = dqn_atari.FrameReplayBuffer(300, (84, 84), 4, torch.device("cpu"), 1)
     memory.load_state_dict(checkpoint(run_dir)["loop"]["replay"])
-    first = memory.get(np.array([FRAME_SLOT]), torch.device("cpu"))
+    first = memory.get(np.array([3]), torch.device("cpu"))  # the transition after the observation's 4 frames
     assert np.array_equal(first.obs[0].numpy(), obs[0])
 
 
-FRAME_SLOT = 3  # the resumed run's first transition starts at its stream's 4th slot, after the observation's 4 frames
+# Runs a script whose env process sends the main process SIGTERM at the env's 200th emulator frame (about 40 steps
+# after the process starts): a stop at about the same point each time.
+STOP_AT_FRAME_200 = """
+import multiprocessing, os, runpy, signal, sys, ale_py
+step, frames = ale_py.AtariEnv.step, [0]
+def stop_at_frame_200(self, action):
+    frames[0] += 1
+    if frames[0] == 200 and multiprocessing.parent_process() is not None:
+        os.kill(os.getppid(), signal.SIGTERM)
+    return step(self, action)
+ale_py.AtariEnv.step = stop_at_frame_200
+script, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def test_a_stop_while_the_memory_refills_resumes_to_the_same_run(tmp_path):
+    """An extension refills the memory before it learns; stopped in that window and resumed, it is the same run as
+    the extension left alone (the first update's step used to be lost at the stop: learning began at once)."""
+    flags = [*TINY_ATARI, "--eval-episodes", 0, "--total-timesteps", 300, "--checkpoint-frequency", 200]
+    alone, stopped = tmp_path / "alone", tmp_path / "stopped"
+    alone.mkdir()
+    assert run(alone, "dqn_atari.py", *flags).returncode == 0
+    shutil.copytree(alone, stopped)
+    run_dir = os.path.join("runs", os.listdir(alone / "runs")[0])
+    extend = ["--resume", run_dir, "--total-timesteps", 500, "--save-model"]
+    assert run(alone, "dqn_atari.py", *extend).returncode == 0  # learning from step 400 (300 + --learning-starts)
+    command = [sys.executable, "-c", STOP_AT_FRAME_200, os.path.join(ROOT, "dqn_atari.py"), *map(str, extend)]
+    result = subprocess.run(command, cwd=stopped, capture_output=True, text=True)
+    assert result.returncode == 143, result.stderr
+    assert 300 < checkpoint(stopped / run_dir)["loop"]["step"] < 400  # stopped in the refill
+    assert run(stopped, "dqn_atari.py", "--resume", run_dir).returncode == 0
+    weights = [torch.load(folder / run_dir / "dqn_atari.pt", weights_only=True)["model"] for folder in (alone, stopped)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    assert scalars(alone / run_dir, "losses/td_loss") == scalars(stopped / run_dir, "losses/td_loss")
