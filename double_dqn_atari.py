@@ -18,6 +18,7 @@ Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies
 
 import atexit
 import contextlib
+import copy
 import multiprocessing
 import multiprocessing.util  # noqa: F401  (its exit handler is registered now: see GracefulStop)
 import os
@@ -642,7 +643,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     def final_evaluation() -> None:  # --eval-episodes games, logged and printed
         evaluate_and_log(q_network, args, run.name, device, writer)
 
-    if args.eval_only:  # --load-model PATH --eval-only: play the saved agent, no training
+    if args.eval_only or run.evaluation_left:  # play a saved agent (or evaluate a run stopped before it), no training
         return run.play(q_network, stop, final_evaluation, writer)
 
     rb = FrameReplayBuffer(args.buffer_size, frame_shape, n_actions, buffer_device, args.num_envs)
@@ -924,6 +925,7 @@ class Run:
         self.checkpointed = self.step  # the step of the last checkpoint
         self.horizon = args.total_timesteps  # the steps the schedules span
         self.finished = False  # a finished run asked to go on to where it is: nothing to do
+        self.evaluation_left = False  # ... unless it was stopped before its evaluation: that is what is left
         if args.resume:
             self.horizon = saved["loop"].get("horizon", saved["args"]["total_timesteps"])
             if args.checkpoint_frequency == 0:
@@ -933,16 +935,22 @@ class Run:
             self.finished = saved["args"]["total_timesteps"] <= args.total_timesteps <= self.step
             if args.total_timesteps <= self.step and not self.finished:
                 raise ValueError(f"--total-timesteps {args.total_timesteps:,} is not above the {self.step:,} steps run")
+            evaluated = os.path.join(args.resume, "evaluated")  # written once a run's evaluation is done
+            if self.finished and args.eval_episodes > 0 and not os.path.isfile(evaluated):
+                self.finished, self.evaluation_left = False, True
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.name = saved["run_name"] if args.resume else name + ("-play" if args.eval_only else "")
         self.folder = os.path.normpath(args.resume) if args.resume else f"runs/{self.name}"  # begin() may add -2, -3
         self.checkpoint = f"{self.folder}/checkpoint.pt"
-        self.env_states = saved["loop"]["env"] if args.resume else None  # for the envs to start in
+        # for the envs to start in; copied out of the checkpoint, which is memory-mapped and replaced on disk
+        self.env_states = copy.deepcopy(saved["loop"]["env"]) if args.resume else None
         self.memory_kept = None  # whether the last checkpoint kept the replay memory
+        extend = f"python {SCRIPT} --resume {self.folder} --total-timesteps N, with N above {self.step:,}"
         if self.finished:
+            print(f"{self.folder} has finished ({self.step:,} steps): nothing to do. To extend it: {extend}")
+        if self.evaluation_left:
             print(
-                f"{self.folder} has finished ({self.step:,} steps): nothing to do. To extend it: "
-                f"python {SCRIPT} --resume {self.folder} --total-timesteps N, with N above {self.step:,}"
+                f"{self.folder} has finished ({self.step:,} steps), but was stopped before its evaluation: evaluating"
             )
 
     def fits(self, n_actions: int) -> None:
@@ -997,8 +1005,8 @@ class Run:
         loop = self.saved["loop"]
         q_network.load_state_dict(self.saved["model"])
         for name, part in parts.items():
-            if name in loop:
-                part.load_state_dict(loop[name])
+            if name in loop:  # copied out of the memory-mapped file (the memory is copied into its arrays anyway)
+                part.load_state_dict(loop[name] if name == "replay" else copy.deepcopy(loop[name]))
         rng.bit_generator.state = loop["rng"]
         torch.set_rng_state(loop["torch_rng"])
         recent_returns.extend(loop["recent_returns"])
@@ -1053,7 +1061,9 @@ class Run:
                 file=sys.stderr,
             )
         elif stop.signum:
-            print(f"\nfinished at step {self.reached:,}, then stopped: no evaluation", file=sys.stderr)
+            print(
+                f"\nfinished at step {self.reached:,}, stopped before its evaluation: {resume} runs it", file=sys.stderr
+            )
         if finished and self.args.checkpoint_frequency:
             memory = "keeps the replay memory" if self.memory_kept else "leaves the replay memory out"
             why = "" if self.memory_kept else " (--keep-final-buffer keeps it)" if self.args.checkpoint_buffer else ""
@@ -1069,15 +1079,25 @@ class Run:
                 q_network.load_state_dict(load_saved(model_path)["model"])
             stop.deferring = False  # from here on, a signal stops at once
             evaluate()
+            self._evaluated()
         writer.close()
         return 128 + stop.signum if stop.signum else 0
 
+    def _evaluated(self) -> None:  # a resume then finds the run finished, with nothing left to do
+        with open(f"{self.folder}/evaluated", "w") as f:
+            f.write(f"{self.checkpointed}\n")
+
     def play(self, q_network: nn.Module, stop: GracefulStop, evaluate, writer: SummaryWriter) -> int:
-        """--load-model FILE --eval-only: play the saved agent, in this run's own folder."""
-        q_network.load_state_dict(self.saved["model"])
+        """--load-model FILE --eval-only: play the saved agent, in a folder of its own. Or the evaluation left to a run
+        that finished but was stopped before it: in the run's folder, with its final network (dqn_cartpole.py's is the
+        best of its greedy checks, kept in the checkpoint)."""
+        best = self.saved["loop"].get("best", {}).get("weights") if self.evaluation_left else None
+        q_network.load_state_dict(best or self.saved["model"])
         stop.deferring = False
         if not stop.signum:  # a signal that came while the agent was loading: no games at all
             evaluate()
+            if self.evaluation_left:
+                self._evaluated()
         writer.close()
         return 128 + stop.signum if stop.signum else 0
 

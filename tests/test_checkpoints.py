@@ -197,6 +197,7 @@ def test_saved_files_and_resume_errors_are_one_line_each(tmp_path, run_script):
         ),
         ("dqn_atari.py", ["--resume", run_dir, "--buffer-size", 1000], "--buffer-size 1000 would change"),
         ("dqn_atari.py", ["--resume", run_dir, "--total-timesteps", 100], "is not above the 300 steps run"),
+        ("dqn_atari.py", ["--resume", run_dir, "--checkpoint-frequency", 0], "--checkpoint-frequency 0 would leave"),
         ("dqn_atari.py", ["--load-model", "nothing.pt", "--eval-only"], "nothing.pt: no such file"),
         ("dqn_atari.py", ["--load-model", str(tmp_path / "not_ours.pt"), "--eval-only"], "cannot be read"),
         (

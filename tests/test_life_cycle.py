@@ -277,3 +277,65 @@ def test_a_stop_while_the_memory_refills_resumes_to_the_same_run(tmp_path):
     weights = [torch.load(folder / run_dir / "dqn_atari.pt", weights_only=True)["model"] for folder in (alone, stopped)]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
     assert scalars(alone / run_dir, "losses/td_loss") == scalars(stopped / run_dir, "losses/td_loss")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_run_stopped_before_its_evaluation_is_evaluated_by_resume(saved_runs, script, tmp_path):
+    """A run that finished its steps but was stopped before (or during) its evaluation has no `evaluated` mark; a
+    resume then runs the evaluation alone, in the run's folder, and the next one has nothing left to do."""
+    run_dir = copy_of(saved_runs, script, "finished", tmp_path)
+    os.remove(tmp_path / run_dir / "evaluated")  # as if the stop had come before the evaluation
+    result = run(tmp_path, script, "--resume", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "but was stopped before its evaluation: evaluating" in result.stdout and "evaluation over 1" in result.stdout
+    assert (tmp_path / run_dir / "evaluated").is_file() and os.listdir(tmp_path / "runs") == [os.path.basename(run_dir)]
+    result = run(tmp_path, script, "--resume", run_dir)
+    assert result.returncode == 0 and "nothing to do" in result.stdout
+
+
+def test_a_play_beside_a_folder_of_the_same_name_gets_one_of_its_own(saved_runs, tmp_path):
+    run_dir = copy_of(saved_runs, "dqn_cartpole.py", "finished", tmp_path)
+    now = int(time.time())
+    taken = [tmp_path / "runs" / f"CartPole-v1__dqn_cartpole__1__{t}-play" for t in range(now, now + 30)]
+    for folder in taken:  # every name the play could take in the next 30 s
+        folder.mkdir()
+    flags = ["--load-model", os.path.join(run_dir, "dqn_cartpole.pt"), "--eval-only", "--eval-episodes", 1]
+    assert run(tmp_path, "dqn_cartpole.py", *flags, "--no-cuda").returncode == 0
+    assert all(os.listdir(folder) == [] for folder in taken)
+    assert len(glob.glob(str(tmp_path / "runs" / "*-play-2" / "events.out.tfevents.*"))) == 1
+
+
+def test_resume_works_in_the_folder_it_names_from_anywhere(saved_runs, tmp_path):
+    run_dir = tmp_path / copy_of(saved_runs, "dqn_cartpole.py", "finished", tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run(elsewhere, "dqn_cartpole.py", "--resume", run_dir, "--total-timesteps", 400)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(elsewhere) == [] and checkpoint(run_dir)["loop"]["step"] == 400
+
+
+def test_an_extension_evaluates_again_beside_the_first_evaluation_s_videos(saved_runs, tmp_path):
+    run_dir = copy_of(saved_runs, "dqn_atari.py", "finished", tmp_path)
+    [first] = glob.glob(str(tmp_path / "videos" / "*-eval" / "game-0.mp4"))
+    before = open(first, "rb").read()
+    assert run(tmp_path, "dqn_atari.py", "--resume", run_dir, "--total-timesteps", 400).returncode == 0
+    assert open(first, "rb").read() == before and os.path.isfile(first[: -len(".mp4")] + ".2.mp4")
+
+
+def test_videos_added_on_resume_are_numbered_from_the_games_played(tmp_path):
+    """A run that recorded nothing before (--capture-video added on resume): its env's recorder counts the games
+    already played, not from the reset that makes the env (which used to number the next game 1 again)."""
+    import dqn_atari
+
+    env = dqn_atari.Resumable(dqn_atari.make_env("BreakoutNoFrameskip-v4", 1))
+    env.reset(seed=1)
+    while env.unwrapped.ale.game_over() or env.save_state()["RecordEpisodeStatistics.episode_count"] < 2:
+        if env.step(env.action_space.sample())[2:4] != (False, False):
+            env.reset()
+    state = env.save_state()
+    assert "RecordGames.games_started" not in state  # it had no recorder
+    recorded = dqn_atari.Resumable(dqn_atari.make_env("BreakoutNoFrameskip-v4", 1, str(tmp_path / "videos")))
+    recorded.restore_state(state, seed=1)
+    [recorder] = [w for w in dqn_atari.wrappers(recorded) if isinstance(w, dqn_atari.RecordGames)]
+    assert recorder.games_started == state["RecordEpisodeStatistics.episode_count"] + 1  # those played, and this one
+    assert not (tmp_path / "videos").exists()  # the reset that made the env recorded nothing
