@@ -112,15 +112,9 @@ def test_a_stop_says_how_to_go_on_and_resume_goes_on_in_the_same_folder(saved_ru
     assert resumed.returncode == 143, stderr
     assert f"from step {stopped_at:,}; logs in {run_dir}" in first_line
     assert checkpoint(tmp_path / run_dir)["loop"]["step"] > stopped_at and os.listdir(tmp_path / "runs") == [name]
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_resume_with_a_larger_total_goes_on_to_it(saved_runs, script, tmp_path):
-    run_dir = copy_of(saved_runs, script, "stopped", tmp_path)
-    stopped_at = checkpoint(tmp_path / run_dir)["loop"]["step"]
+    stopped_at = checkpoint(tmp_path / run_dir)["loop"]["step"]  # and --resume with a larger total goes on to it
     result = run(tmp_path, script, "--resume", run_dir, "--total-timesteps", stopped_at + 100)
-    assert result.returncode == 0, result.stderr
-    assert checkpoint(tmp_path / run_dir)["loop"]["step"] == stopped_at + 100
+    assert result.returncode == 0 and checkpoint(tmp_path / run_dir)["loop"]["step"] == stopped_at + 100
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -211,8 +205,8 @@ def test_a_refused_command_leaves_nothing_behind(script, env_id, tmp_path):
 def test_videos_go_on_after_a_resume_without_overwriting(script, tmp_path):
     flags = [*FLAGS[script], "--total-timesteps", 20000, "--checkpoint-frequency", 300, "--capture-video"]
     process = subprocess.Popen(command(script, *flags), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    while len(glob.glob(str(tmp_path / "videos" / "*" / "*.mp4"))) < 3 and process.poll() is None:
-        time.sleep(0.05)  # games 0, 1 and 8 begun: the first ones recorded
+    while len(glob.glob(str(tmp_path / "videos" / "*" / "*.mp4"))) < 2 and process.poll() is None:
+        time.sleep(0.05)  # games 0 and 1 begun: game 0's file whole, game 1's in progress
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 143
     videos = {path: open(path, "rb").read() for path in glob.glob(str(tmp_path / "videos" / "*" / "*.mp4"))}
