@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from subprocess import PIPE
 
 import gymnasium as gym
 import numpy as np
@@ -41,6 +42,16 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
+def start_marked(program: str, script: str, flags: list[str], cwd) -> tuple[subprocess.Popen, str]:
+    """`python -c program SCRIPT TINY_ATARI flags` in a session of its own, with a marker in its environment that
+    every process it starts inherits; returns the process and the marker."""
+    marker = f"DQN_TEST_RUN={uuid.uuid4().hex}"
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
+    command = [sys.executable, "-c", program, os.path.join(ROOT, script), *TINY_ATARI, *flags]
+    run = subprocess.Popen(command, cwd=cwd, env=env, stdout=PIPE, stderr=PIPE, text=True, start_new_session=True)
+    return run, marker
+
+
 def processes_with(marker: str) -> list[int]:
     """The pids of the live processes whose environment holds `marker` (the run and every process it started)."""
     pids = []
@@ -62,19 +73,8 @@ def processes_with(marker: str) -> list[int]:
     ids=lambda x: str(x),
 )
 def test_a_crash_in_the_update_ends_the_run_and_its_env_processes(script, num_envs, tmp_path):
-    marker = f"DQN_TEST_RUN={uuid.uuid4().hex}"
-    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
-    command = [sys.executable, "-c", CRASHING_UPDATE, os.path.join(ROOT, script), *TINY_ATARI]
-    command += ["--total-timesteps", "400", "--eval-episodes", "0", "--num-envs", str(num_envs)]
-    run = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    flags = ["--total-timesteps", "400", "--eval-episodes", "0", "--num-envs", str(num_envs)]
+    run, marker = start_marked(CRASHING_UPDATE, script, flags, tmp_path)
     try:
         _, stderr = run.communicate(timeout=120)
     except subprocess.TimeoutExpired:  # the hang this test is about: end it, and everything it started
@@ -112,18 +112,8 @@ runpy.run_path(script, run_name="__main__")
 def test_sigterm_ends_a_run_whose_env_hangs(tmp_path):
     """The loop waits forever on a hung env process; SIGTERM asks it to stop, and after the grace period the run
     exits 143, its env processes killed (leaving the frame that holds them used to wait on them instead)."""
-    marker = f"DQN_TEST_RUN={uuid.uuid4().hex}"
-    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
-    command = [sys.executable, "-c", HANGING_ENV, os.path.join(ROOT, "dqn_atari.py"), *TINY_ATARI]
-    command += ["--total-timesteps", "100000", "--eval-episodes", "0"]
-    run = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    run, marker = start_marked(
+        HANGING_ENV, "dqn_atari.py", ["--total-timesteps", "100000", "--eval-episodes", "0"], tmp_path
     )
     try:
         deadline = time.time() + 60
