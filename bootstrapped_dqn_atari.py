@@ -201,10 +201,10 @@ class RecordGames(gym.Wrapper):
         if self.is_recorded(self.games_started) and not self.paused:
             os.makedirs(self.folder, exist_ok=True)
             height, width = obs.shape[:2]
-            path, copy = os.path.join(self.folder, f"game-{self.games_started}.mp4"), 1
+            path, take = os.path.join(self.folder, f"game-{self.games_started}.mp4"), 1
             while os.path.exists(path):  # never over a file: an extended run's evaluation plays game 0 again
-                copy += 1
-                path = os.path.join(self.folder, f"game-{self.games_started}.{copy}.mp4")
+                take += 1
+                path = os.path.join(self.folder, f"game-{self.games_started}.{take}.mp4")
             self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 60, (width, height))
         self.games_started += 1
         self._write(obs)
@@ -1119,10 +1119,10 @@ class Run:
         if self.args.resume:
             os.makedirs(self.folder, exist_ok=True)
         else:  # a folder of its own, even beside a run of the same name begun in the same second
-            name, copy = self.name, 1
+            name, suffix = self.name, 1
             while not self._made(f"runs/{self.name}"):
-                copy += 1
-                self.name = f"{name}-{copy}"
+                suffix += 1
+                self.name = f"{name}-{suffix}"
             self.folder, self.checkpoint = f"runs/{self.name}", f"runs/{self.name}/checkpoint.pt"
         writer = SummaryWriter(self.folder, purge_step=self.step if self.args.resume else None)
         if not self.args.resume:

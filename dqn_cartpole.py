@@ -163,10 +163,10 @@ class RecordEpisodes(gym.Wrapper):
         if self.is_recorded(self.episodes_started) and not self.paused:
             os.makedirs(self.folder, exist_ok=True)
             frame = self.env.render()
-            path, copy = os.path.join(self.folder, f"episode-{self.episodes_started}.mp4"), 1
+            path, take = os.path.join(self.folder, f"episode-{self.episodes_started}.mp4"), 1
             while os.path.exists(path):  # never over a file: an extended run's evaluation plays episode 0 again
-                copy += 1
-                path = os.path.join(self.folder, f"episode-{self.episodes_started}.{copy}.mp4")
+                take += 1
+                path = os.path.join(self.folder, f"episode-{self.episodes_started}.{take}.mp4")
             fps = self.env.metadata.get("render_fps", 30)
             self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
             self._write(frame)
@@ -736,10 +736,10 @@ class Run:
         if self.args.resume:
             os.makedirs(self.folder, exist_ok=True)
         else:  # a folder of its own, even beside a run of the same name begun in the same second
-            name, copy = self.name, 1
+            name, suffix = self.name, 1
             while not self._made(f"runs/{self.name}"):
-                copy += 1
-                self.name = f"{name}-{copy}"
+                suffix += 1
+                self.name = f"{name}-{suffix}"
             self.folder, self.checkpoint = f"runs/{self.name}", f"runs/{self.name}/checkpoint.pt"
         writer = SummaryWriter(self.folder, purge_step=self.step if self.args.resume else None)
         if not self.args.resume:

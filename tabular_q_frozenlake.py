@@ -110,10 +110,10 @@ class RecordEpisodes(gym.Wrapper):
         if self.is_recorded(self.episodes_started) and not self.paused:
             os.makedirs(self.folder, exist_ok=True)
             frame = self.env.render()
-            path, copy = os.path.join(self.folder, f"episode-{self.episodes_started}.mp4"), 1
+            path, take = os.path.join(self.folder, f"episode-{self.episodes_started}.mp4"), 1
             while os.path.exists(path):  # never over a file: an extended run's evaluation plays episode 0 again
-                copy += 1
-                path = os.path.join(self.folder, f"episode-{self.episodes_started}.{copy}.mp4")
+                take += 1
+                path = os.path.join(self.folder, f"episode-{self.episodes_started}.{take}.mp4")
             fps = self.env.metadata.get("render_fps", 30)
             self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
             self._write(frame)
