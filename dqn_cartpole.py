@@ -492,7 +492,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
             save_checkpoint(global_step + 1)
     else:  # the loop ran to its end
         global_step = args.total_timesteps
-    run.loop_ended(global_step, save_checkpoint)  # the last checkpoint, and what to do next
+    run.loop_ended(global_step, stop, save_checkpoint)  # the last checkpoint, and what to do next
     env.close()
     check_env.close()
     elapsed = time.time() - start_time
@@ -583,7 +583,7 @@ class GracefulStop:
             self.busy_saving = False
 
     @staticmethod
-    def _kill_env_processes() -> None:
+    def _kill_env_processes() -> None:  # every child process multiprocessing started: in these scripts, the envs
         if hasattr(signal, "alarm"):
             signal.alarm(0)
         for process in multiprocessing.active_children():
@@ -705,8 +705,9 @@ class Run:
             self.finished = saved["args"]["total_timesteps"] <= args.total_timesteps <= self.step
             if args.total_timesteps <= self.step and not self.finished:
                 raise ValueError(f"--total-timesteps {args.total_timesteps:,} is not above the {self.step:,} steps run")
-            evaluated = os.path.join(args.resume, "evaluated")  # written once a run's evaluation is done
-            if self.finished and args.eval_episodes > 0 and not os.path.isfile(evaluated):
+            mark = os.path.join(args.resume, "evaluated")  # the step whose network the evaluation played
+            evaluated = os.path.isfile(mark) and open(mark).read().strip() == str(self.step)
+            if self.finished and args.eval_episodes > 0 and not evaluated:
                 self.finished, self.evaluation_left = False, True
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.name = saved["run_name"] if args.resume else name + ("-play" if args.eval_only else "")
@@ -724,7 +725,8 @@ class Run:
             )
 
     def fits(self, n_actions: int) -> None:
-        """ValueError if the saved agent has another number of actions than the env."""
+        """ValueError if the saved agent has another number of actions than the env; else the run keeps the number,
+        for the files it saves."""
         if self.saved is not None and self.saved["n_actions"] != n_actions:
             raise ValueError(f"the saved agent has {self.saved['n_actions']} actions, {self.args.env_id} {n_actions}")
         self.n_actions = n_actions
@@ -794,7 +796,7 @@ class Run:
         """The whole run after `step` steps, for --resume: the networks, and all that the loop's next steps depend on
         (the observation, the RNGs, the envs' state, each of `parts`: target network, optimizer, replay memory, ...).
         The replay memory is left out with --no-checkpoint-buffer, and from a finished run's last checkpoint unless
-        --keep-final-buffer (it is buffer-sized: 6.6 GB at the Atari default)."""
+        --keep-final-buffer (it is buffer-sized: 6.6 GiB at the Atari default)."""
         finished = step >= self.args.total_timesteps
         memory = self.args.checkpoint_buffer and (self.args.keep_final_buffer or not finished)
         loop = {
@@ -812,8 +814,9 @@ class Run:
         write_atomically(self.checkpoint, saved)
         self.checkpointed, self.memory_kept = step, memory
 
-    def loop_ended(self, step: int, save_checkpoint) -> None:
+    def loop_ended(self, step: int, stop: GracefulStop, save_checkpoint) -> None:
         """Where the loop ended, stopped or finished: the last checkpoint, there."""
+        stop.requested()  # the loop has come round: the grace timer, if a signal set it, is done
         self.reached = step
         if self.args.checkpoint_frequency and (step != self.checkpointed or not os.path.isfile(self.checkpoint)):
             save_checkpoint(step)
@@ -855,7 +858,7 @@ class Run:
 
     def _evaluated(self) -> None:  # a resume then finds the run finished, with nothing left to do
         with open(f"{self.folder}/evaluated", "w") as f:
-            f.write(f"{self.checkpointed}\n")
+            f.write(f"{self.step if self.evaluation_left else self.reached}\n")
 
     def play(self, q_network: nn.Module, stop: GracefulStop, evaluate, writer: SummaryWriter) -> int:
         """--load-model FILE --eval-only: play the saved agent, in a folder of its own. Or the evaluation left to a run

@@ -116,7 +116,7 @@ def run_one(
     flags: list[str],
     threads: int,
     out_dir: str,
-    driver_node: str,
+    driver_node: str | None,
     node_dir: str | None,
     node_folder_before: str | None,
     stop: StopFlag,
@@ -127,8 +127,13 @@ def run_one(
     if stop_raised(stop):
         return {"stopped": True, "returncode": None}
     code_dir = os.getcwd()  # runtime_env's copy of the repository
-    away = node_dir is not None and ray.get_runtime_context().get_node_id() != driver_node
-    work_dir = (node_folder_before or node_folder(node_dir, out_dir)) if away else out_dir
+    if node_folder_before:  # the run's checkpoint is there, whichever node the driver is on now
+        work_dir = node_folder_before
+    elif node_dir is not None and ray.get_runtime_context().get_node_id() != driver_node:
+        work_dir = node_folder(node_dir, out_dir)
+    else:
+        work_dir = out_dir
+    away = work_dir != out_dir
     checkpoints = glob.glob(os.path.join(work_dir, "runs", "*", "checkpoint.pt"))
     if away and not checkpoints and os.path.isdir(work_dir):
         shutil.rmtree(work_dir)  # what an earlier try left here went to out_dir already; this one starts over
@@ -224,7 +229,8 @@ def main() -> int:
         include_dashboard=False,
         logging_level="WARNING",
     )
-    driver_node = ray.get_runtime_context().get_node_id()
+    # under Ray Client (ray://) this process is not on any node: every run is away, and its results travel here
+    driver_node = None if (opts.address or "").startswith("ray://") else ray.get_runtime_context().get_node_id()
     resources = ray.cluster_resources()
     address = getattr(context, "address_info", {}).get("gcs_address", opts.address)
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)

@@ -278,7 +278,8 @@ def test_a_run_stopped_before_its_evaluation_is_evaluated_by_resume(saved_runs, 
     """A run that finished its steps but was stopped before (or during) its evaluation has no `evaluated` mark; a
     resume then runs the evaluation alone, in the run's folder, and the next one has nothing left to do."""
     run_dir = copy_of(saved_runs, script, "finished", tmp_path)
-    os.remove(tmp_path / run_dir / "evaluated")  # as if the stop had come before the evaluation
+    assert (tmp_path / run_dir / "evaluated").read_text() == "300\n"  # the step whose network it evaluated
+    (tmp_path / run_dir / "evaluated").write_text("100\n")  # an earlier end's: as if this end's stop came before it
     result = run(tmp_path, script, "--resume", run_dir)
     assert result.returncode == 0, result.stderr
     assert "but was stopped before its evaluation: evaluating" in result.stdout and "evaluation over 1" in result.stdout
