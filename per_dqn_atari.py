@@ -76,7 +76,15 @@ class Args:
     """save the Q-network to `runs/{run_name}/{exp_name}.pt` at the end, or on Ctrl-C"""
 
     env_id: str = "BreakoutNoFrameskip-v4"
-    """the id of an Atari environment without frame skipping (`*NoFrameskip-v4`)"""
+    """the id of an Atari game: `*NoFrameskip-v4` (no sticky actions) or `ALE/*-v5` (sticky actions 0.25)"""
+    repeat_action_probability: float | None = None
+    """sticky actions: the emulator repeats the agent's previous action with this probability (default: the id's, 0
+    for `*NoFrameskip-v4`, 0.25 for `ALE/*-v5`, as Machado et al. 2018 recommend)"""
+    full_action_space: bool = False
+    """use all 18 Atari actions in every game, not the game's minimal set"""
+    episodic_life: bool = True
+    """a lost life ends the learning episode (Nature DQN, CleanRL); `--no-episodic-life` ends it at game over only
+    (Machado et al. 2018). The returns logged are whole games either way"""
     total_timesteps: int = 10_000_000
     """total agent steps (each is 4 emulator frames)"""
     learning_rate: float = 2.5e-5
@@ -154,8 +162,18 @@ def check_args(args: Args) -> None:
             f"--buffer-size must be at least {FRAME_STACK + 1} per env ({(FRAME_STACK + 1) * args.num_envs}), "
             f"to hold a stack of frames and the next one"
         )
-    for name in ("gamma", "start_e", "end_e", "eval_epsilon", "exploration_fraction", "tau", "beta_start", "beta_end"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
+    for name in (
+        "gamma",
+        "start_e",
+        "end_e",
+        "eval_epsilon",
+        "exploration_fraction",
+        "tau",
+        "beta_start",
+        "beta_end",
+        "repeat_action_probability",
+    ):
+        if getattr(args, name) is not None and not 0.0 <= getattr(args, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     if args.learning_rate <= 0:
         raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
@@ -267,30 +285,37 @@ class ReportGamesEndedInReset(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make_env(env_id: str, seed: int, video_folder: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
+def make_env(args: Args, seed: int, video_folder: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
     """The Nature-DQN preprocessing: observations are the last 4 grey 84x84 frames, as uint8 (4, 84, 84).
 
-    A step is 4 emulator frames (max-pooled over the last two), rewards are clipped to their sign, and a lost
-    life ends the learning episode while the game goes on; `info["episode"]` reports every whole game.
-    `max_episode_steps` (in emulator frames) cuts games short, as a truncation.
+    A step is 4 emulator frames (max-pooled over the last two), rewards are clipped to their sign, and a lost life
+    ends the learning episode while the game goes on (unless --no-episodic-life); `info["episode"]` reports every whole
+    game. The emulator is the id's, with args' sticky actions and action set: an `ALE/*-v5` id skips frames itself,
+    so it is made with frameskip 1 (MaxAndSkipEnv skips) and keeps its sticky actions and its 108,000-frame limit.
+    `max_episode_steps` (in emulator frames) cuts games shorter, as a truncation.
     """
     try:
-        env = gym.make(env_id, max_episode_steps=max_episode_steps)
+        spec = gym.spec(args.env_id)
     except gym.error.Error as e:
-        raise ValueError(f"unknown --env-id {env_id!r}: {str(e).splitlines()[0]}") from None
-    if not isinstance(env.unwrapped, ale_py.AtariEnv):
-        raise ValueError(f"--env-id {env_id!r} is not an Atari environment; try BreakoutNoFrameskip-v4")
-    if env.spec.kwargs.get("frameskip") != 1:
+        raise ValueError(f"unknown --env-id {args.env_id!r}: {str(e).splitlines()[0]}") from None
+    if spec.entry_point != "ale_py.env:AtariEnv":
+        raise ValueError(f"--env-id {args.env_id!r} is not an Atari environment; try BreakoutNoFrameskip-v4")
+    if spec.kwargs.get("frameskip") != 1 and (spec.namespace, spec.version) != ("ALE", 5):
         raise ValueError(
-            f"--env-id {env_id!r} skips frames itself (frameskip={env.spec.kwargs.get('frameskip')}), and this "
-            f"script skips 4 more; use the NoFrameskip-v4 version, e.g. BreakoutNoFrameskip-v4"
+            f"--env-id {args.env_id!r} skips frames itself (frameskip={spec.kwargs.get('frameskip')}), and this "
+            f"script skips 4 more; use the NoFrameskip-v4 or the ALE/...-v5 version, e.g. BreakoutNoFrameskip-v4"
         )
+    emulator = {"frameskip": 1, "full_action_space": args.full_action_space}
+    if args.repeat_action_probability is not None:
+        emulator["repeat_action_probability"] = args.repeat_action_probability
+    env = gym.make(args.env_id, max_episode_steps=max_episode_steps, **emulator)
     if video_folder is not None:
         env = RecordGames(env, video_folder)
     env = gym.wrappers.RecordEpisodeStatistics(env)  # below EpisodicLifeEnv, so it sees whole games
     env = NoopResetEnv(env, noop_max=30)
     env = MaxAndSkipEnv(env, skip=4)
-    env = EpisodicLifeEnv(env)
+    if args.episodic_life:
+        env = EpisodicLifeEnv(env)
     if "FIRE" in env.unwrapped.get_action_meanings():
         env = FireResetEnv(env)
     env = WarpFrame(env, width=84, height=84)
@@ -322,7 +347,7 @@ def make_envs(args: Args, run_name: str, saved_states: list[dict] | None = None)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             video = f"videos/{run_name}" if args.capture_video and k == 0 and in_worker else None
-            env = Resumable(make_env(args.env_id, args.seed + k, video))
+            env = Resumable(make_env(args, args.seed + k, video))
             if saved_states is not None and in_worker:
                 env.restore_state(saved_states[k], seed=args.seed + k)
             return env
@@ -722,7 +747,7 @@ def evaluate_and_log(
     q_network: QNetwork, args: Args, run_name: str, device: torch.device, writer: SummaryWriter
 ) -> None:
     """Play --eval-episodes whole games with q_network, log them as `eval/episodic_return` and print them."""
-    eval_env = make_env(args.env_id, args.seed + 1, f"videos/{run_name}-eval" if args.capture_video else None)
+    eval_env = make_env(args, args.seed + 1, f"videos/{run_name}-eval" if args.capture_video else None)
     scores = evaluate(q_network.eval(), eval_env, args.eval_episodes, args.eval_epsilon, args.seed + 1, device)
     eval_env.close()
     for game, score in enumerate(scores):
@@ -756,7 +781,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
             return 0
         args = run.args
         device, buffer_device = pick_device(args)
-        probe = make_env(args.env_id, args.seed)  # an --env-id that cannot work fails here, with one line
+        probe = make_env(args, args.seed)  # an --env-id that cannot work fails here, with one line
         n_actions, frame_shape = int(probe.action_space.n), probe.observation_space.shape[1:]
         probe.close()
         run.fits(n_actions)

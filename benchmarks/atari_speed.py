@@ -107,7 +107,7 @@ def our_bytes_per_transition(env_id: str, capacity: int) -> tuple[float, int, in
 
     import dqn_atari
 
-    env = dqn_atari.make_env(env_id, seed=0)
+    env = dqn_atari.make_env(dqn_atari.Args(env_id=env_id), seed=0)
     rb = dqn_atari.FrameReplayBuffer(capacity, (84, 84), env.action_space.n, torch.device("cpu"), n_streams=1)
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)

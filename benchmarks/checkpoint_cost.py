@@ -29,7 +29,7 @@ from results_csv import write_csv  # noqa: E402
 
 def build(capacity: int, fill: bool = True):
     args = dqn_atari.Args(buffer_size=capacity, cuda=False)
-    env = dqn_atari.Resumable(dqn_atari.make_env(args.env_id, args.seed))
+    env = dqn_atari.Resumable(dqn_atari.make_env(args, args.seed))
     obs, _ = env.reset(seed=args.seed)
     n_actions = env.action_space.n
     q_network, target_network = dqn_atari.QNetwork(n_actions), dqn_atari.QNetwork(n_actions)

@@ -19,9 +19,7 @@ def play_and_record(module, capacity, n_steps, max_episode_steps, n_envs=1, seed
     actions, reset by hand): so the vector autoreset loses no final observation and no transition spans two episodes.
     rb: a buffer to fill (default: a new FrameReplayBuffer of `capacity`); after_each_step(rb, rng) runs after each add.
     """
-    alone = [
-        module.make_env("BreakoutNoFrameskip-v4", seed + k, max_episode_steps=max_episode_steps) for k in range(n_envs)
-    ]
+    alone = [module.make_env(module.Args(), seed + k, max_episode_steps=max_episode_steps) for k in range(n_envs)]
     args = module.Args(env_id="BreakoutNoFrameskip-v4", seed=seed, num_envs=n_envs)
     limited = functools.partial(module.make_env, max_episode_steps=max_episode_steps)
     with mock.patch.object(module, "make_env", limited):  # the worker processes are forked with it
@@ -171,7 +169,7 @@ def test_every_game_is_reported_even_when_it_ends_inside_a_reset(max_episode_ste
     the game inside reset(), where SB3's wrappers drop its info; every finished game must still reach the loop."""
     import dqn_atari
 
-    env = dqn_atari.make_env("BreakoutNoFrameskip-v4", 0, max_episode_steps=max_episode_steps)
+    env = dqn_atari.make_env(dqn_atari.Args(), 0, max_episode_steps=max_episode_steps)
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     reported, ended_in_reset = [], 0

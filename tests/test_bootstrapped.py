@@ -129,7 +129,7 @@ def test_vote_picks_the_majority_and_breaks_ties_by_summed_q():
 def test_the_acting_head_changes_only_when_a_whole_game_ends():
     # Breakout has 5 lives: each lost life ends a learning episode (terminated) but not the game;
     # short games (a time limit) add truncations
-    env = boot.make_env("BreakoutNoFrameskip-v4", 0, max_episode_steps=2000)
+    env = boot.make_env(boot.Args(), 0, max_episode_steps=2000)
     rng = np.random.default_rng(0)
     acting = boot.HeadPerGame(10, 1, rng)
     heads_per_game, life_losses = [{acting.heads[0]}], 0

@@ -322,14 +322,14 @@ def test_videos_added_on_resume_are_numbered_from_the_games_played(tmp_path):
     already played, not from the reset that makes the env (which used to number the next game 1 again)."""
     import dqn_atari
 
-    env = dqn_atari.Resumable(dqn_atari.make_env("BreakoutNoFrameskip-v4", 1))
+    env = dqn_atari.Resumable(dqn_atari.make_env(dqn_atari.Args(), 1))
     env.reset(seed=1)
     while env.unwrapped.ale.game_over() or env.save_state()["RecordEpisodeStatistics.episode_count"] < 2:
         if env.step(env.action_space.sample())[2:4] != (False, False):
             env.reset()
     state = env.save_state()
     assert "RecordGames.games_started" not in state  # it had no recorder
-    recorded = dqn_atari.Resumable(dqn_atari.make_env("BreakoutNoFrameskip-v4", 1, str(tmp_path / "videos")))
+    recorded = dqn_atari.Resumable(dqn_atari.make_env(dqn_atari.Args(), 1, str(tmp_path / "videos")))
     recorded.restore_state(state, seed=1)
     [recorder] = [w for w in dqn_atari.wrappers(recorded) if isinstance(w, dqn_atari.RecordGames)]
     assert recorder.games_started == state["RecordEpisodeStatistics.episode_count"] + 1  # those played, and this one
