@@ -396,7 +396,9 @@ def cannot_resume(held: dict, folder: str, gone: bool) -> str:
 
 
 def run_folder(out: str, name: str, env_id: str, seed: int, *rest: str) -> str:
-    return os.path.join(out, f"{env_id}__{name}__{seed}", *rest)
+    return os.path.join(
+        out, f"{env_id.replace('/', '-')}__{name}__{seed}", *rest
+    )  # ALE/Pong-v5: one folder, as in runs/
 
 
 def steps_per_second(folder: str) -> float | None:
