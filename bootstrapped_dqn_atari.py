@@ -33,6 +33,7 @@ Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies
 import atexit
 import contextlib
 import copy
+import importlib.util
 import multiprocessing
 import multiprocessing.util  # noqa: F401  (its exit handler is registered now: see GracefulStop)
 import os
@@ -76,6 +77,12 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """use the GPU when there is one; without one, say so and run on the CPU"""
+    track: bool = False
+    """mirror the run to Weights & Biases (needs `pip install wandb`): its TensorBoard scalars, its flags, its videos"""
+    wandb_project_name: str = "dqn-family"
+    """the W&B project of --track"""
+    wandb_entity: str | None = None
+    """the W&B entity (team or user) of --track; default: yours"""
     capture_video: bool = False
     """record games 0, 1, 8, 27, ... (and the evaluation games) as mp4 files in `videos/{run_name}`"""
     save_model: bool = False
@@ -1097,6 +1104,8 @@ class Run:
             given = (given | COMMAND_FLAGS) & Args.__dataclass_fields__.keys()
             args = Args(**{**kept, **{name: getattr(args, name) for name in given}})
         check_args(args)
+        if args.track and importlib.util.find_spec("wandb") is None:
+            raise ValueError("--track needs wandb: pip install wandb")
         self.args, self.saved = args, saved
         self.step = saved["loop"]["step"] if args.resume else 0  # where training goes on from
         self.checkpointed = self.step  # the step of the last checkpoint
@@ -1150,6 +1159,9 @@ class Run:
                 suffix += 1
                 self.name = f"{name}-{suffix}"
             self.folder, self.checkpoint = f"runs/{self.name}", f"runs/{self.name}/checkpoint.pt"
+        self.began = time.time()
+        if self.args.track:  # before the writer, whose scalars W&B mirrors
+            self._track()
         writer = SummaryWriter(self.folder, purge_step=self.step if self.args.resume else None)
         if not self.args.resume:
             flags = {**vars(self.args), "device": device}
@@ -1157,6 +1169,43 @@ class Run:
                 "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flags.items())
             )
         return writer
+
+    def _track(self) -> None:
+        """--track: a Weights & Biases run that mirrors this one: its TensorBoard scalars, its flags as the config, its
+        name as in runs/. Its id is kept in the run's folder, so that a resumed run goes on in the same W&B run; the
+        runs of a grid share the group that benchmarks/grid.py puts in $WANDB_RUN_GROUP."""
+        import wandb  # only with --track: the scripts run without it
+
+        id_file = os.path.join(self.folder, "wandb-run-id")
+        run_id = open(id_file).read().strip() if os.path.isfile(id_file) else os.urandom(4).hex()
+        wandb.init(
+            project=self.args.wandb_project_name,
+            entity=self.args.wandb_entity,
+            id=run_id,
+            resume="allow",
+            name=self.name,
+            config=vars(self.args),
+            sync_tensorboard=True,
+        )
+        with open(id_file, "w") as f:
+            f.write(run_id + "\n")
+
+    def _close(self, writer: SummaryWriter, stop: GracefulStop) -> int:
+        """Close the writer, and with --track the W&B run, after uploading the videos this command recorded. Returns
+        the exit code: 0, or 128 + the signal that stopped the run."""
+        writer.close()
+        code = 128 + stop.signum if stop.signum else 0
+        if self.args.track:
+            import wandb
+
+            for folder in (f"videos/{self.name}", f"videos/{self.name}-eval"):
+                for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+                    path = os.path.join(folder, file)
+                    if file.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
+                        key = "eval/videos" if folder.endswith("-eval") else "videos"
+                        wandb.log({key: wandb.Video(path, format="mp4")})
+            wandb.finish(exit_code=code)
+        return code
 
     @staticmethod
     def _made(folder: str) -> bool:
@@ -1260,8 +1309,7 @@ class Run:
             stop.deferring = False  # from here on, a signal stops at once
             evaluate()
             self._evaluated()
-        writer.close()
-        return 128 + stop.signum if stop.signum else 0
+        return self._close(writer, stop)
 
     def _evaluated(self) -> None:  # a resume then finds the run finished, with nothing left to do
         with open(f"{self.folder}/evaluated", "w") as f:
@@ -1278,8 +1326,7 @@ class Run:
             evaluate()
             if self.evaluation_left:
                 self._evaluated()
-        writer.close()
-        return 128 + stop.signum if stop.signum else 0
+        return self._close(writer, stop)
 
 
 class Progress:

@@ -28,6 +28,8 @@ gets two sets of runs: its `runs/` folder (TensorBoard events, the model, the ch
   ended any other way than 143 after the stop signal (below) has failed too.
 - Ctrl-C or SIGTERM stops the grid without losing work: each running run gets one SIGTERM, saves a checkpoint and
   ends, queued runs do not start, and the same command goes on with them later. A second signal exits at once.
+- `-- --track` mirrors every run to Weights & Biases, in one W&B group per grid, named as `--out`'s folder; a resumed
+  run goes on in its W&B run.
 - A progress line shows done / running / failed / queued and an ETA.
 """
 
@@ -52,7 +54,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from results_csv import read_events, write_curve  # benchmarks/results_csv.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXCLUDES = [".git", "runs", "videos", ".whl", ".gl", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pt"]
+EXCLUDES = [".git", "runs", "videos", "wandb", ".whl", ".gl", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pt"]
 
 
 def pack(folder: str, with_checkpoint: bool) -> bytes:
@@ -147,6 +149,7 @@ def run_one(
     logs = (os.path.join(work_dir, "stdout.log"), os.path.join(work_dir, "stderr.log"))
     with open(logs[0], "a") as stdout, open(logs[1], "a") as stderr:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+        env["WANDB_RUN_GROUP"] = os.path.basename(os.path.dirname(out_dir))  # --track: a W&B group per grid (--out)
         # In a session of its own, a terminal's Ctrl-C does not reach the run: the grid stops it, once, below.
         run = subprocess.Popen(command, cwd=work_dir, stdout=stdout, stderr=stderr, env=env, start_new_session=True)
         while run.poll() is None:

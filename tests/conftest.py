@@ -8,6 +8,9 @@ import pytest
 # only fights the env processes and the other run of a pair for the 2 cores (beside two training runs, the
 # kill-and-resume tests took 31-39 s each this way, 104-135 s before). A seed repeats at a fixed thread count.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# --track in a test never reaches the network: W&B writes its run to a local folder
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the smallest Atari run that learns a little: 100 random steps, then updates on batches of 8

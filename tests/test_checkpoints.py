@@ -19,7 +19,11 @@ EXACT_RUNS = {  # each kills its run after the first checkpoint
     "dqn_cartpole.py": "--no-cuda --total-timesteps 6000 --checkpoint-frequency 1500 --learning-starts 500 "
     "--eval-frequency 1000 --eval-episodes 0 --save-model".split(),
     "dqn_atari.py": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300".split()],
-    "dqn_atari.py --num-envs 3": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300 --num-envs 3".split()],
+    # sticky actions (drawn from the emulator's RNG, which checkpoints keep), in 3 env processes
+    "dqn_atari.py --num-envs 3 --env-id ALE/Breakout-v5": [
+        *TINY,
+        *"--total-timesteps 1500 --checkpoint-frequency 300 --num-envs 3 --env-id ALE/Breakout-v5".split(),
+    ],
     "per_dqn_atari.py --num-envs 2": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300 --num-envs 2".split()],
     "bootstrapped_dqn_atari.py --num-envs 2": [
         *TINY,

@@ -3,6 +3,7 @@ instance, with a failing game beside it; a second invocation that skips the fini
 and benchmarks/evaluate_final.py on them; the report made from those runs; rliable's IQM against a hand computation."""
 
 import csv
+import glob
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_protocol import offline_run
 
 from conftest import ROOT, TINY_ATARI
 
@@ -19,8 +21,8 @@ import report  # noqa: E402  (benchmarks/report.py)
 
 from results_csv import read_curve  # noqa: E402  (benchmarks/results_csv.py)
 
-# two or three whole games of random play each; no evaluation games, to stay short
-TINY = [*TINY_ATARI, "--total-timesteps", "500", "--eval-episodes", "0"]
+# two or three whole games of random play each; no evaluation games, to stay short; tracked by W&B, offline
+TINY = [*TINY_ATARI, "--total-timesteps", "500", "--eval-episodes", "0", "--track"]
 SCRIPTS = ["dqn_atari.py", "double_dqn_atari.py"]
 GOOD, BAD = "BreakoutNoFrameskip-v4", "NoSuchGameNoFrameskip-v4"
 
@@ -74,6 +76,15 @@ def test_a_failing_run_is_reported_and_the_others_finish(finished_grid):
             [checkpoint] = folder.glob("runs/*/checkpoint.pt")  # a finished run keeps no buffer-sized checkpoint
             assert "replay" not in torch.load(checkpoint, weights_only=True)["loop"]
             assert all(0 < step <= 500 for step, _ in games)
+
+
+def test_tracked_runs_go_to_one_wandb_group_named_as_the_grid(finished_grid):
+    out, _ = finished_grid
+    for script in SCRIPTS:
+        for seed in (1, 2):
+            [folder] = glob.glob(str(out / f"{GOOD}__{script[:-3]}__{seed}" / "wandb" / "offline-run-*"))
+            run = offline_run(folder)
+            assert run["group"] == out.name and run["config"]["seed"] == seed, run
 
 
 def test_no_more_runs_at_once_than_cpus(finished_grid):
