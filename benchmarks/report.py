@@ -15,16 +15,22 @@ Into `--out` it writes:
   the highest seed, both drawn only at the steps where every seed has a value;
 - `aggregate.png`: the IQM and the mean of human-normalized scores over runs x games, each with its 95% stratified
   bootstrap interval, computed and drawn by rliable (Agarwal et al., 2021, "Deep RL at the Edge of the Statistical
-  Precipice"); where the names ran different games (DQN on two, its variants on one), `aggregate_common.png` is the
-  same over the games every name ran, the one set on which they compare;
-- `report.md`: the tables behind them. Per name and game: the last 20 training games and the evaluation games (mean
-  ± std over seeds, and the number of seeds), the human-normalized score, the mean return in each `--bin` steps, and
-  the wall time and steps per second of the runs. It is also printed.
+  Precipice"), each name labelled with the runs x games behind it; where the names ran different games (DQN on two,
+  its variants on one), `aggregate_common.png` is the same over the games every name ran, the one set on which they
+  compare. Where a name has fewer than 5 runs, the figure and the report say that its intervals are rough and rank
+  nothing: with 3 runs a 95% bootstrap interval held the true mean in 65-74% of simulated cases
+  (benchmarks/interval_coverage.py, benchmarks/results/interval_coverage.csv);
+- `report.md`: the tables behind them, and the pictures. Per name and game: the last 20 training games (or as many as
+  a run finished, which the cell then says) and the evaluation games (mean ± std over seeds, and the number of seeds),
+  the human-normalized score, the learning curves, the mean return in each `--bin` steps, and the wall time and steps
+  per second of the runs. It is also printed.
 
 A run's score is the mean of its evaluation games (`--eval-episodes` at `--eval-epsilon`, 0.05 by default) where it
 played any, else the mean of its last 20 training games. Human-normalized: (score - random) / (human - random), with
-the random and human scores of DQN Zoo's `dqn_zoo/atari_data.py` (github.com/google-deepmind/dqn_zoo), which are
-those of the DQN papers (Mnih et al., 2015; van Hasselt et al., 2016), games started by up to 30 no-ops.
+the random and human scores of the 57 games in DQN Zoo's `dqn_zoo/atari_data.py` (github.com/google-deepmind/dqn_zoo),
+which are those of the DQN papers (Mnih et al., 2015; van Hasselt et al., 2016), games started by up to 30 no-ops.
+A game's `ALE/{Game}-v5` and `{Game}NoFrameskip-v4` ids are the same game (their protocols differ: compare names,
+not ids).
 """
 
 import argparse
@@ -40,17 +46,70 @@ import numpy as np
 
 from results_csv import read_curve, read_events, write_curve  # benchmarks/results_csv.py
 
-# game: (random, human), from DQN Zoo's dqn_zoo/atari_data.py
+# game: (random, human) for the 57 games of Atari-57, the data of DQN Zoo's dqn_zoo/atari_data.py
+# (github.com/google-deepmind/dqn_zoo, Apache 2.0), under the ALE's game names: ALE/MsPacman-v5 and
+# MsPacmanNoFrameskip-v4 are both MsPacman
 REFERENCE_SCORES = {
+    "Alien": (227.8, 7127.7),
+    "Amidar": (5.8, 1719.5),
+    "Assault": (222.4, 742.0),
+    "Asterix": (210.0, 8503.3),
+    "Asteroids": (719.1, 47388.7),
+    "Atlantis": (12850.0, 29028.1),
+    "BankHeist": (14.2, 753.1),
+    "BattleZone": (2360.0, 37187.5),
     "BeamRider": (363.9, 16926.5),
+    "Berzerk": (123.7, 2630.4),
+    "Bowling": (23.1, 160.7),
+    "Boxing": (0.1, 12.1),
     "Breakout": (1.7, 30.5),
+    "Centipede": (2090.9, 12017.0),
+    "ChopperCommand": (811.0, 7387.8),
+    "CrazyClimber": (10780.5, 35829.4),
+    "Defender": (2874.5, 18688.9),
+    "DemonAttack": (152.1, 1971.0),
+    "DoubleDunk": (-18.6, -16.4),
     "Enduro": (0.0, 860.5),
+    "FishingDerby": (-91.7, -38.7),
+    "Freeway": (0.0, 29.6),
+    "Frostbite": (65.2, 4334.7),
+    "Gopher": (257.6, 2412.5),
+    "Gravitar": (173.0, 3351.4),
+    "Hero": (1027.0, 30826.4),
+    "IceHockey": (-11.2, 0.9),
+    "Jamesbond": (29.0, 302.8),
+    "Kangaroo": (52.0, 3035.0),
+    "Krull": (1598.0, 2665.5),
+    "KungFuMaster": (258.5, 22736.3),
+    "MontezumaRevenge": (0.0, 4753.3),
+    "MsPacman": (307.3, 6951.6),
+    "NameThisGame": (2292.3, 8049.0),
+    "Phoenix": (761.4, 7242.6),
+    "Pitfall": (-229.4, 6463.7),
     "Pong": (-20.7, 14.6),
+    "PrivateEye": (24.9, 69571.3),
     "Qbert": (163.9, 13455.0),
+    "Riverraid": (1338.5, 17118.0),
+    "RoadRunner": (11.5, 7845.0),
+    "Robotank": (2.2, 11.9),
     "Seaquest": (68.4, 42054.7),
+    "Skiing": (-17098.1, -4336.9),
+    "Solaris": (1236.3, 12326.7),
     "SpaceInvaders": (148.0, 1668.7),
+    "StarGunner": (664.0, 10250.0),
+    "Surround": (-10.0, 6.5),
+    "Tennis": (-23.8, -8.3),
+    "TimePilot": (3568.0, 5229.2),
+    "Tutankham": (11.4, 167.6),
+    "UpNDown": (533.4, 11693.2),
+    "Venture": (0.0, 1187.5),
+    "VideoPinball": (16256.9, 17667.9),
+    "WizardOfWor": (563.5, 4756.5),
+    "YarsRevenge": (3092.9, 54576.9),
+    "Zaxxon": (32.5, 9173.3),
 }
 LAST_GAMES = 20
+ROUGH_BELOW = 5  # runs per name: an interval on fewer is rough (see benchmarks/interval_coverage.py) and ranks nothing
 # names in this order (a variant after its parent), then any others alphabetically
 ORDER = ["dqn_atari", "double_dqn_atari", "dueling_dqn_atari", "per_dqn_atari", "bootstrapped_dqn_atari"]
 
@@ -215,21 +274,48 @@ def aggregate(matrices: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) 
         return rly.get_interval_estimates(matrices, iqm_and_mean, reps=reps, random_state=np.random.RandomState(seed))
 
 
-def plot_aggregate(points: dict, intervals: dict, path: str) -> None:
+def runs_and_games(matrix: np.ndarray) -> str:
+    runs, games = matrix.shape
+    return f"{runs} run{'s' if runs > 1 else ''} x {games} game{'s' if games > 1 else ''}"
+
+
+def rough(matrices: dict[str, np.ndarray]) -> list[str]:
+    """The names whose intervals rest on fewer than ROUGH_BELOW runs."""
+    return [name for name, matrix in matrices.items() if matrix.shape[0] < ROUGH_BELOW]
+
+
+def aggregate_figure(points: dict, intervals: dict, matrices: dict[str, np.ndarray]):
+    """rliable's interval plot, each name labelled with the runs x games behind its intervals. rliable sizes the
+    figure by its rows and puts its x-axis label at a fixed height, which for one or two names lies on the tick
+    labels: here each panel labels its own axis, and the rows are tall enough for the labels of a few names."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from rliable import plot_utils
 
-    fig, _ = plot_utils.plot_interval_estimates(
-        points,
-        intervals,
+    labels = {name: f"{name}\n({runs_and_games(matrices[name])})" for name in points}
+    fig, axes = plot_utils.plot_interval_estimates(
+        {labels[name]: value for name, value in points.items()},
+        {labels[name]: value for name, value in intervals.items()},
         metric_names=["IQM", "Mean"],
-        algorithms=list(points),
-        xlabel="Human-normalized score",
-        xlabel_y_coordinate=-0.3,
+        algorithms=list(labels.values()),
+        xlabel="",
+        row_height=max(0.85, 2.0 / len(points)),
+        subfigure_width=3.6,
     )
+    for ax in axes:
+        ax.set_xlabel("Human-normalized score", fontsize="large")
+    title = "95% stratified-bootstrap intervals"
+    if rough(matrices):
+        title += f"\nrough: below {ROUGH_BELOW} runs per name an interval holds less than 95% and ranks nothing"
+    fig.suptitle(title, fontsize="medium", y=1.04, va="bottom")
+    return fig
+
+
+def plot_aggregate(points: dict, intervals: dict, matrices: dict[str, np.ndarray], path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = aggregate_figure(points, intervals, matrices)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -258,9 +344,10 @@ def aggregate_sections(groups: dict, reps: int) -> list[tuple]:
 def tables(groups: dict, sections: list[tuple], bin_size: int) -> str:
     lines = ["## Final scores", ""]
     lines += [
-        "Mean ± standard deviation over seeds. Last 20 games: the last 20 training games of each run; evaluation: "
-        "each run's evaluation games; human-normalized: the score (evaluation where a run has one, else the last "
-        "20 games) against DQN Zoo's random and human scores.",
+        "Mean ± standard deviation over seeds. Last 20 games: the last 20 training games of each run (where a run "
+        "finished fewer, the cell says how many it averages); evaluation: each run's evaluation games; "
+        "human-normalized: the score (evaluation where a run has one, else the last 20 games) against DQN Zoo's "
+        "random and human scores.",
         "",
         "| name | game | seeds | last 20 games | evaluation | human-normalized |",
         "|---|---|---|---|---|---|",
@@ -269,8 +356,10 @@ def tables(groups: dict, sections: list[tuple], bin_size: int) -> str:
         for name, runs in by_name.items():
             evaluations = [float(np.mean(run.evaluation)) for run in runs if run.evaluation]
             normalized = [human_normalized(run.score(), game) for run in runs] if game in REFERENCE_SCORES else []
+            counts = sorted({min(len(run.returns), LAST_GAMES) for run in runs})
+            fewer = "" if counts[0] == LAST_GAMES else f" (of {'-'.join(map(str, {counts[0], counts[-1]}))} games)"
             lines.append(
-                f"| {name} | {game} | {len(runs)} | {mean_std([run.last_games() for run in runs])} | "
+                f"| {name} | {game} | {len(runs)} | {mean_std([run.last_games() for run in runs])}{fewer} | "
                 f"{mean_std(evaluations) if evaluations else '-'} | {mean_std(normalized, 3) if normalized else '-'} |"
             )
     for title, matrices, games_of, points, intervals, picture in sections:
@@ -284,11 +373,26 @@ def tables(groups: dict, sections: list[tuple], bin_size: int) -> str:
         ]
         for name, (iqm, mean) in points.items():
             (iqm_low, mean_low), (iqm_high, mean_high) = intervals[name]  # rows: the lows, the highs
-            runs_by_games = "x".join(map(str, matrices[name].shape))
             lines.append(
-                f"| {name} | {runs_by_games} | {', '.join(games_of[name])} | {iqm:.3f} [{iqm_low:.3f}, {iqm_high:.3f}] "
-                f"| {mean:.3f} [{mean_low:.3f}, {mean_high:.3f}] |"
+                f"| {name} | {runs_and_games(matrices[name])} | {', '.join(games_of[name])} | "
+                f"{iqm:.3f} [{iqm_low:.3f}, {iqm_high:.3f}] | {mean:.3f} [{mean_low:.3f}, {mean_high:.3f}] |"
             )
+        if rough(matrices):
+            lines += [
+                "",
+                f"**Rough: these intervals rank nothing.** {', '.join(rough(matrices))} rest{'s' if len(rough(matrices)) == 1 else ''} on "
+                f"fewer than {ROUGH_BELOW} runs per game. With so few runs a bootstrap interval holds the true value "
+                "less often than it says: in benchmarks/interval_coverage.py a 95% interval of the mean of 3 normal runs held "
+                "the true mean 65-74% of the time, whichever of rliable's interval methods (81-83% at 5 runs, 89-91% "
+                "at 10), and below 4 runs the IQM of one game is just the mean. Overlapping or not, these intervals do not order the names.",
+            ]
+    lines += ["", "## Learning curves", ""]
+    lines += [
+        f"![{game}]({game}.png)\n\n{game}: the return of whole games against steps, the mean of the last "
+        f"{LAST_GAMES} games each run had finished (fewer at the start); the line is the mean over seeds, the band the "
+        "lowest to the highest seed.\n"
+        for game in groups
+    ]
     for game, by_name in groups.items():
         end = max(int(run.steps[-1]) for runs in by_name.values() for run in runs if len(run.steps))
         starts = range(0, end + 1, bin_size)
@@ -320,8 +424,12 @@ def main() -> int:
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="folders of run folders (benchmarks/grid.py's --out)")
     parser.add_argument("--out", help="where the PNGs and report.md go (default: DIR/report, for one DIR)")
     parser.add_argument("--export", metavar="TO", help="only copy each run's run.json and curve.csv to TO")
-    parser.add_argument("--bin", type=int, default=25_000, help="steps per bin of the return table")
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the intervals")
+    parser.add_argument(
+        "--bin", type=int, default=25_000, help="steps per bin of the return table (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=2000, help="bootstrap resamples for the intervals (default: %(default)s)"
+    )
     opts = parser.parse_args()
     if opts.export:
         for folder in opts.dirs:
@@ -344,8 +452,8 @@ def main() -> int:
     for game, by_name in groups.items():
         plot_game(game, by_name, os.path.join(out, f"{game}.png"))
     sections = aggregate_sections(groups, opts.reps)
-    for _, _, _, points, intervals, picture in sections:
-        plot_aggregate(points, intervals, os.path.join(out, picture))
+    for _, matrices, _, points, intervals, picture in sections:
+        plot_aggregate(points, intervals, matrices, os.path.join(out, picture))
     report = tables(groups, sections, opts.bin)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(f"# {len(runs)} runs from {', '.join(opts.dirs)}\n\n{report}")

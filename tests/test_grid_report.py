@@ -19,7 +19,7 @@ from conftest import ROOT, TINY_ATARI
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import report  # noqa: E402  (benchmarks/report.py)
 
-from results_csv import read_curve  # noqa: E402  (benchmarks/results_csv.py)
+from results_csv import read_curve, write_curve  # noqa: E402  (benchmarks/results_csv.py)
 
 # two or three whole games of random play each; no evaluation games, to stay short; tracked by W&B, offline
 TINY = [*TINY_ATARI, "--total-timesteps", "500", "--eval-episodes", "0", "--track"]
@@ -226,3 +226,68 @@ def test_where_names_ran_different_games_they_also_compare_on_the_games_all_ran(
     assert common_games == {"dqn": ["Breakout"], "v": ["Breakout"]}
     assert common["dqn"] == pytest.approx(np.array([[1.0], [2.0]])) and points["dqn"][1] == pytest.approx(1.5)
     assert len(report.aggregate_sections(report.grouped(runs[2:]), reps=50)) == 1  # the same games: one aggregate
+
+
+def write_run(folder, name, env_id, seed, games, evaluation):
+    """A run folder as report.py --export writes it: run.json and curve.csv."""
+    run = folder / f"{env_id.replace('/', '-')}__{name}__{seed}"
+    run.mkdir(parents=True)
+    record = {"script": "dqn_atari.py", "name": name, "env_id": env_id, "seed": seed, "wall_s": 60.0}
+    (run / "run.json").write_text(json.dumps(record))
+    write_curve(str(run / "curve.csv"), games, evaluation)
+
+
+def test_a_report_on_a_game_outside_the_first_seven_with_v5_and_v4_ids(tmp_path):
+    """MsPacman, from DQN Zoo's 57 games; ALE/MsPacman-v5 and MsPacmanNoFrameskip-v4 are the same game. Runs of 12
+    games say that their "last 20 games" average 12; 2 runs per name make the intervals rough, and say so."""
+    assert len(report.REFERENCE_SCORES) == 57
+    random, human = report.REFERENCE_SCORES["MsPacman"]
+    games = [(100 * (k + 1), random + 10.0 * k) for k in range(12)]
+    for seed in (1, 2):
+        write_run(tmp_path / "runs", "dqn_v4", "MsPacmanNoFrameskip-v4", seed, games, [human])
+        write_run(tmp_path / "runs", "dqn_v5", "ALE/MsPacman-v5", seed, games, [random])
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "report.py"), str(tmp_path / "runs"), "--reps", "100"]
+    result = subprocess.run([*command, "--out", str(tmp_path / "report")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| dqn_v4 | MsPacman | 2 | 362.3 ± 0.0 (of 12 games) | 6951.6 ± 0.0 | 1.000 ± 0.000 |" in text
+    assert "| dqn_v5 | MsPacman | 2 | 362.3 ± 0.0 (of 12 games) | 307.3 ± 0.0 | 0.000 ± 0.000 |" in text
+    assert "| dqn_v4 | 2 runs x 1 game | MsPacman | 1.000 [1.000, 1.000] |" in text
+    assert "**Rough: these intervals rank nothing.** dqn_v4, dqn_v5 rest on fewer than 5 runs" in text
+    assert "![MsPacman](MsPacman.png)" in text and (tmp_path / "report" / "MsPacman.png").is_file()
+    assert (tmp_path / "report" / "aggregate.png").is_file()
+
+
+def overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("n_names", [1, 2, 7])
+def test_the_aggregate_figure_keeps_its_labels_apart(n_names):
+    """The x-axis label lies below the tick labels, the names' labels (with their runs x games) apart from each
+    other, and the title above the panels, for 1, 2 and 7 names."""
+    rng = np.random.default_rng(0)
+    matrices = {f"name_{k}": rng.random((3 if k % 2 else 5, 2)) for k in range(n_names)}
+    points, intervals = report.aggregate(matrices, reps=50)
+    fig = report.aggregate_figure(points, intervals, matrices)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = fig.get_axes()
+    assert [ax.get_xlabel() for ax in axes] == ["Human-normalized score"] * 2
+    names = [label.get_text() for label in axes[0].get_yticklabels()]
+    assert sorted(names) == sorted(f"{name}\n({report.runs_and_games(m)})" for name, m in matrices.items())
+    for ax in axes:
+        label = ax.xaxis.label.get_window_extent(renderer)
+        for tick in ax.get_xticklabels():
+            if tick.get_text():
+                assert not overlaps(label, tick.get_window_extent(renderer)), (n_names, tick.get_text())
+    name_boxes = [label.get_window_extent(renderer) for label in axes[0].get_yticklabels()]
+    assert not any(overlaps(a, b) for i, a in enumerate(name_boxes) for b in name_boxes[i + 1 :])
+    title = fig._suptitle.get_window_extent(renderer)
+    for ax in axes:
+        assert not overlaps(title, ax.get_window_extent(renderer))
+        assert not overlaps(title, ax.title.get_window_extent(renderer))
+    assert ("rough" in fig._suptitle.get_text()) == any(m.shape[0] < 5 for m in matrices.values())
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
