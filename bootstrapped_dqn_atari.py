@@ -106,6 +106,10 @@ class Args:
     """the replay memory size, in frames: one per transition, plus one per episode start"""
     buffer_device: Literal["cpu", "cuda"] = "cpu"
     """where the replay frames live; `cuda` keeps them on the GPU and saves a host-to-device copy per batch"""
+    bf16: bool = False
+    """run the network's forward passes in training (acting, targets, the update) under `torch.autocast` in bfloat16;
+    the weights, the optimizer and the loss stay float32, and evaluation runs in float32. Faster where the CPU or GPU
+    has bfloat16 units; it changes the run's numerics"""
     gamma: float = 0.99
     """the discount factor gamma"""
     tau: float = 1.0
@@ -849,7 +853,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
         actions = rng.integers(n_actions, size=args.num_envs)
         explore = (rng.random(args.num_envs) < epsilon) | (global_step < learning_starts)
         if not explore.all():
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                 q_values = q_network.head_q_values(to_device(torch.from_numpy(obs), device), acting.heads)
                 greedy = q_values.argmax(1).cpu().numpy()
             actions = np.where(explore, actions, greedy)
@@ -867,17 +871,21 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
                 progress.learning(step)
                 # unlike the parent's, this buffer's sample() (through its get()) also returns the batch's masks
                 data, masks = rb.sample(args.batch_size, rng, device)
-                with torch.no_grad():
-                    next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)
-                    # every head's own Double-DQN target: (batch, n_heads)
-                    td_target = double_dqn_target(
-                        next_q_online, next_q_target, data.rewards[:, None], data.terminated[:, None], args.gamma
+                # --bf16: the forward passes in bfloat16 (autocast computes the loss in float32)
+                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                    with torch.no_grad():
+                        next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)
+                        # every head's own Double-DQN target: (batch, n_heads)
+                        td_target = double_dqn_target(
+                            next_q_online, next_q_target, data.rewards[:, None], data.terminated[:, None], args.gamma
+                        )
+                    q_taken = (
+                        q_network(data.obs)
+                        .gather(2, data.actions[:, None, None].expand(-1, args.n_heads, 1))
+                        .squeeze(2)
                     )
-                q_taken = (
-                    q_network(data.obs).gather(2, data.actions[:, None, None].expand(-1, args.n_heads, 1)).squeeze(2)
-                )
-                head_losses = masked_head_losses(q_taken, td_target, masks)
-                loss = head_losses.mean()  # logged: one head's loss on average, the scale the other scripts log
+                    head_losses = masked_head_losses(q_taken, td_target, masks)
+                    loss = head_losses.mean()  # logged: one head's loss on average, the scale the other scripts log
 
                 optimizer.zero_grad(set_to_none=True)
                 head_losses.sum().backward()  # every head learns from its own loss; the torso's 1/K is in the network

@@ -100,6 +100,10 @@ class Args:
     """the replay memory size, in frames: one per transition, plus one per episode start"""
     buffer_device: Literal["cpu", "cuda"] = "cpu"
     """where the replay frames live; `cuda` keeps them on the GPU and saves a host-to-device copy per batch"""
+    bf16: bool = False
+    """run the network's forward passes in training (acting, targets, the update) under `torch.autocast` in bfloat16;
+    the weights, the optimizer and the loss stay float32, and evaluation runs in float32. Faster where the CPU or GPU
+    has bfloat16 units; it changes the run's numerics"""
     gamma: float = 0.99
     """the discount factor gamma"""
     tau: float = 1.0
@@ -843,7 +847,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
         actions = rng.integers(n_actions, size=args.num_envs)
         explore = rng.random(args.num_envs) < epsilon
         if not explore.all():
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                 greedy = q_network(to_device(torch.from_numpy(obs), device)).argmax(1).cpu().numpy()
             actions = np.where(explore, actions, greedy)
         # step: the envs step in their processes while the network learns below. The actions were picked before this
@@ -861,14 +865,16 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
                 beta = linear_schedule(args.beta_start, args.beta_end, run.horizon, step)
                 # unlike the parent's, this sample() also returns the slots drawn and their importance weights
                 data, slots, weights = rb.sample(args.batch_size, rng, device, beta)
-                with torch.no_grad():
-                    next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)
-                    td_target = double_dqn_target(
-                        next_q_online, next_q_target, data.rewards, data.terminated, args.gamma
-                    )
-                q_taken = q_network(data.obs).gather(1, data.actions[:, None]).squeeze(1)
-                td_errors = q_taken - td_target
-                loss = (weights * td_errors.pow(2)).mean()  # the weights stay on the training device
+                # --bf16: the forward passes in bfloat16 (autocast computes the loss in float32)
+                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                    with torch.no_grad():
+                        next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)
+                        td_target = double_dqn_target(
+                            next_q_online, next_q_target, data.rewards, data.terminated, args.gamma
+                        )
+                    q_taken = q_network(data.obs).gather(1, data.actions[:, None]).squeeze(1)
+                    td_errors = q_taken - td_target
+                    loss = (weights * td_errors.pow(2)).mean()  # the weights stay on the training device
 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

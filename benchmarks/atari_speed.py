@@ -9,8 +9,8 @@ target copy every 1,000 steps, Adam 1e-4) for `--learning-starts` random steps, 
 of training; we time the training phase only (steps per second after learning starts). Contenders run one
 after another, in alternating order over `--rounds`, so a noisy shared machine hurts all of them alike;
 ratios are of the medians. SB3 keeps its own loss (Huber) and gradient clipping (10), which cost little.
---num-envs runs each script at each N; --bf16 adds dqn_atari.py run unchanged except that the network's forward
-passes (acting, targets, the update) run under torch.autocast with bfloat16, to measure that in the loop.
+--num-envs runs each script at each N; --bf16 adds each of those with the scripts' --bf16 (the forward passes
+under torch.autocast in bfloat16).
 
 Memory: bytes per stored transition of our frame-once buffer, filled by random play in the real wrapped
 env, against SB3's ReplayBuffer for the same observations (its arrays' sizes, allocated, per transition).
@@ -32,27 +32,12 @@ from results_csv import write_csv  # benchmarks/results_csv.py
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-BF16 = """import sys, torch
-sys.path.insert(0, {root!r})
-import dqn_atari
-forward = dqn_atari.QNetwork.forward
-def forward_bf16(self, obs):
-    with torch.autocast(obs.device.type, dtype=torch.bfloat16):
-        return forward(self, obs).float()
-dqn_atari.QNetwork.forward = forward_bf16
-sys.argv = ["dqn_atari.py", *sys.argv[1:]]
-sys.exit(dqn_atari.main(dqn_atari.tyro.cli(dqn_atari.Args), dqn_atari.flags_given(sys.argv[1:])))
-"""
-
-
 def our_training_sps(contender: str, opts, extra: list[str]) -> float:
-    """contender: a script, maybe with flags ('dqn_atari.py --num-envs 4'), or 'dqn_atari.py bf16 ...'."""
+    """contender: a script, maybe with flags ('dqn_atari.py --num-envs 4 --bf16')."""
     script, *flags = contender.split()
-    program = ["-c", BF16.format(root=ROOT)] if flags[:1] == ["bf16"] else [os.path.join(ROOT, script)]
-    flags = [flag for flag in flags if flag != "bf16"]
     cmd = [
         sys.executable,
-        *program,
+        os.path.join(ROOT, script),
         *flags,
         "--env-id",
         opts.env_id,
@@ -150,9 +135,9 @@ def main():
     parser.add_argument("--learning-starts", type=int, default=2_000)
     parser.add_argument("--train-steps", type=int, default=2_000)
     parser.add_argument("--buffer-size", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default: %(default)s)")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1], help="run each script at each of these N")
-    parser.add_argument("--bf16", action="store_true", help="add dqn_atari.py under bf16 autocast, at each N")
+    parser.add_argument("--bf16", action="store_true", help="add each script at each N with --bf16")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
         "--extra", default="", help="flags added to our scripts' command lines, e.g. '--buffer-device cuda'"
@@ -167,7 +152,7 @@ def main():
     opts = parser.parse_args()
 
     contenders = [script if n == 1 else f"{script} --num-envs {n}" for script in opts.scripts for n in opts.num_envs]
-    contenders += [f"dqn_atari.py bf16 --num-envs {n}" for n in opts.num_envs if opts.bf16]
+    contenders += [f"{name} --bf16" for name in contenders if opts.bf16]
     contenders += [] if opts.no_sb3 else ["sb3"]
     sps = {name: [] for name in contenders}
     for round_ in range(opts.rounds):
@@ -186,11 +171,16 @@ def main():
         median = statistics.median(sps[name])
         ratio_to_sb3 = median / statistics.median(sps["sb3"]) if "sb3" in sps else float("nan")
         versus_sb3 = f"   x{ratio_to_sb3:.2f} of SB3" if "sb3" in sps else ""
-        print(f"  {name:<28} {median:7.1f} SPS{versus_sb3}   x{median / reference:.2f} of {contenders[0]}")
+        spread = f" (range {min(sps[name]):.1f}-{max(sps[name]):.1f})"
+        print(f"  {name:<28} {median:7.1f} SPS{spread}{versus_sb3}   x{median / reference:.2f} of {contenders[0]}")
+        per_round = [v / sb3 for v, sb3 in zip(sps[name], sps["sb3"])] if "sb3" in sps else [float("nan")]
         rows.append(
             {
                 "contender": name,
                 "median_training_sps": round(median, 1),
+                "min_training_sps": round(min(sps[name]), 1),
+                "max_training_sps": round(max(sps[name]), 1),
+                "round_ratios_to_sb3": " ".join(f"{ratio:.2f}" for ratio in per_round),
                 "runs": " ".join(f"{v:.1f}" for v in sps[name]),
                 "ratio_to_sb3": round(ratio_to_sb3, 3),
                 "ratio_to_first": round(median / reference, 3),
