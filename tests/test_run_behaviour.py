@@ -27,12 +27,18 @@ def test_cartpole_same_seed_same_returns(run_script, tmp_path):
     assert runs["first"] != runs["other"]
 
 
-def test_atari_same_seed_same_weights(run_script, tmp_path):
+def test_atari_same_seed_same_weights_and_bf16_changes_them(run_script, tmp_path):
+    """The same seed gives the same network, in float32 and under --bf16; --bf16 changes the numerics."""
     flags = [*TINY_ATARI, "--total-timesteps", "300", "--eval-episodes", "0", "--save-model"]
-    weights = []
-    for name in ("first", "again"):
-        result = run_script("dqn_atari.py", *flags, "--exp-name", name)
+    weights = {}
+    for name, more in (("first", []), ("again", []), ("bf16", ["--bf16"]), ("bf16again", ["--bf16"])):
+        result = run_script("dqn_atari.py", *flags, *more, "--exp-name", name)
         assert result.returncode == 0, result.stderr
         [model_path] = glob.glob(str(tmp_path / "runs" / f"*__{name}__*" / f"{name}.pt"))
-        weights.append(torch.load(model_path, weights_only=True)["model"])
-    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+        weights[name] = torch.load(model_path, weights_only=True)["model"]
+
+    def same(a, b):
+        return all(torch.equal(weights[a][key], weights[b][key]) for key in weights[a])
+
+    assert same("first", "again") and same("bf16", "bf16again") and not same("first", "bf16")
+    assert all(tensor.dtype == torch.float32 and torch.isfinite(tensor).all() for tensor in weights["bf16"].values())

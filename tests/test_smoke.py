@@ -17,9 +17,10 @@ SMOKE_RUNS = {
     "tabular_q_frozenlake.py": "--total-timesteps 2000 --eval-episodes 50".split(),
     "dqn_atari.py": ATARI_SMOKE,
     "double_dqn_atari.py": ATARI_SMOKE,
-    "dueling_dqn_atari.py": ATARI_SMOKE,
-    "per_dqn_atari.py": ATARI_SMOKE,
-    "bootstrapped_dqn_atari.py": [*ATARI_SMOKE, "--n-heads", "3", "--mask-prob", "0.5"],
+    # the variants' own forward passes (two streams, importance weights, K heads) under --bf16's autocast
+    "dueling_dqn_atari.py": [*ATARI_SMOKE, "--bf16"],
+    "per_dqn_atari.py": [*ATARI_SMOKE, "--bf16"],
+    "bootstrapped_dqn_atari.py": [*ATARI_SMOKE, "--n-heads", "3", "--mask-prob", "0.5", "--bf16"],
 }
 
 
