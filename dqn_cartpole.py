@@ -520,6 +520,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
 # and keeps, how it is evaluated. Any other flag would change what the run learns, and must agree with the saved one.
 CHANGEABLE_FLAGS = {"cuda", "buffer_device", "torch_deterministic", "capture_video", "save_model", "total_timesteps"}
 CHANGEABLE_FLAGS |= {"eval_episodes", "eval_epsilon", "checkpoint_frequency", "checkpoint_buffer", "keep_final_buffer"}
+CHANGEABLE_FLAGS |= {"track", "wandb_project_name", "wandb_entity"}
 COMMAND_FLAGS = {"resume", "load_model", "eval_only"}  # what this command does: never taken from a saved file
 CHANGEABLE_FLAGS |= COMMAND_FLAGS
 SCRIPT = os.path.basename(__file__)

@@ -247,12 +247,12 @@ def main(args: Args) -> int:
         check_args(args)
         run_name = f"{args.env_id}-{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
         env = make_env(args, args.seed, f"videos/{run_name}" if args.capture_video else None)
-    except ValueError as e:
+        writer = SummaryWriter(f"runs/{run_name}")  # makes the run's folder: a `runs` that is a file fails here
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     rng = np.random.default_rng(args.seed)
-    writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),

@@ -1,11 +1,12 @@
 """Where the time of one DQN update goes on this machine: drawing the batch, the target network's forward pass,
 the online forward pass and loss, backward, and Adam's step; in float32 and under bfloat16 autocast.
 
-    python benchmarks/update_breakdown.py --threads 1 2
+    python benchmarks/update_breakdown.py --threads 1 2 --compile
 
 It uses dqn_atari.py's own pieces (FrameReplayBuffer, QNetwork, dqn_target, fused Adam) on a buffer of random
 frames, batch 32. Each phase is timed over --updates updates after a warm-up, with the other phases run as in the
-loop; the figure is the median per update. Results go to benchmarks/results/update_breakdown.csv.
+loop; the figure is the median per update. With --compile, the same update (without the sampling) compiled by
+torch.compile, timed whole. Results go to benchmarks/results/update_breakdown.csv.
 """
 
 import argparse
@@ -58,10 +59,42 @@ def time_updates(n_updates: int, bf16: bool, rb, rng) -> dict[str, float]:
     return {phase: statistics.median(values) for phase, values in times.items()}
 
 
+def time_compiled_updates(n_updates: int, bf16: bool, rb, rng) -> float:
+    """Milliseconds per update, the median over n_updates, with the update (targets, loss, backward, Adam's step)
+    compiled by torch.compile as one function; the batch is drawn outside it, as the loop draws it."""
+    q_network = dqn_atari.QNetwork(4).to(memory_format=torch.channels_last)
+    target_network = dqn_atari.QNetwork(4).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=1e-4, fused=True)
+
+    @torch.compile
+    def update(data):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                td_target = dqn_atari.dqn_target(target_network(data.next_obs), data.rewards, data.terminated, 0.99)
+            q_taken = q_network(data.obs).gather(1, data.actions[:, None]).squeeze(1)
+            loss = F.mse_loss(q_taken, td_target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    began = time.perf_counter()
+    update(rb.sample(32, rng, torch.device("cpu")))
+    print(f"    (compiling took {time.perf_counter() - began:.0f} s)")
+    times = []
+    for step in range(n_updates + 10):
+        data = rb.sample(32, rng, torch.device("cpu"))
+        began = time.perf_counter()
+        update(data)
+        if step >= 10:
+            times.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--compile", action="store_true", help="also time the update compiled by torch.compile")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "update_breakdown.csv"))
     opts = parser.parse_args()
 
@@ -84,6 +117,10 @@ def main():
                 print(f"    {phase:<26} {ms[phase]:6.2f} ms  {100 * ms[phase] / total:4.0f}%")
             rows.append({"threads": threads, "precision": precision, "total_ms": round(total, 3)})
             rows[-1] |= {f"{phase}_ms": round(ms[phase], 3) for phase in PHASES}
+            if opts.compile:
+                compiled = time_compiled_updates(opts.updates, bf16, rb, rng)
+                print(f"    torch.compile'd update (sampling outside): {compiled:.2f} ms")
+                rows[-1]["compiled_update_ms"] = round(compiled, 3)
     write_csv(opts.out, rows)
     print(f"command: python benchmarks/update_breakdown.py {' '.join(sys.argv[1:])}")
 

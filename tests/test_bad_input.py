@@ -84,10 +84,11 @@ def test_cuda_without_a_gpu_falls_back_to_the_cpu_and_says_so(run_script):
     assert "no CUDA GPU found, running on the CPU" in result.stderr
 
 
-@pytest.mark.parametrize("script", ["dqn_cartpole.py", "dqn_atari.py"])
+@pytest.mark.parametrize("script", ["dqn_cartpole.py", "dqn_atari.py", "tabular_q_frozenlake.py"])
 def test_runs_existing_as_a_file_is_one_clear_line(script, run_script, tmp_path):
     (tmp_path / "runs").write_text("a file where the run folders would go")
-    result = run_script(script, "--no-cuda", "--total-timesteps", 50, timeout=60)
+    device = [] if script == "tabular_q_frozenlake.py" else ["--no-cuda"]  # the Q-table has no device
+    result = run_script(script, *device, "--total-timesteps", 50, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     [error_line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "Not a directory" in error_line or "File exists" in error_line, error_line

@@ -87,13 +87,19 @@ def test_scripts_import_no_local_module():
 
 
 def block_source(script, name):
-    """The source of the top-level function, class or assignment called `name`, or None."""
+    """The source of the top-level function or class called `name`, or of every top-level statement that assigns or
+    augments it (`X = ...`, then `X |= ...`), or None."""
     source, tree = parse(script)
+    statements = []
     for node in tree.body:
         targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
-        if getattr(node, "name", None) == name or name in targets:
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            targets = [node.target.id]
+        if getattr(node, "name", None) == name:
             return ast.get_source_segment(source, node)
-    return None
+        if name in targets:
+            statements.append(ast.get_source_segment(source, node))
+    return "\n".join(statements) or None
 
 
 def first_drift(copies: dict) -> str | None:
