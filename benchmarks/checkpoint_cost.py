@@ -2,18 +2,20 @@
 
 A full replay memory of each --buffer-size is built directly (filling 1M slots by playing would take an hour here;
 torch.save does not compress, so the frames' content does not change the size or the time), with networks, an
-optimizer that has taken a step, and a real env. The checkpoint is the one the script writes: `saved_file` plus
-`loop_state`, written with `write_atomically` and read back with `load_saved` and `restore_loop_state`.
+optimizer that has taken a step, and a real env. The checkpoint is the one the script writes, by its Run's
+save_checkpoint (atomically, fsynced), and read back as --resume reads it: a Run of the folder, its restore(), and
+the env's restore_state(). Each size is written and read --rounds times; the figures are the medians.
 
 It then gives the share of a default run (10M steps) that checkpoints every --checkpoint-frequency steps would take,
 at the training speeds given by --sps (steps per second; defaults: this CPU's measured dqn_atari.py speed, CleanRL's
 GPU speed, and the 1,850 SPS GPU target).
 
-    python benchmarks/checkpoint_cost.py --sizes 100000 1000000 --out benchmarks/results/checkpoint_cost.csv
+    python benchmarks/checkpoint_cost.py --sizes 100000 1000000 --rounds 5 --out benchmarks/results/checkpoint_cost.csv
 """
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -45,9 +47,36 @@ def build(capacity: int, fill: bool = True):
     return args, env, obs, q_network, target_network, optimizer, rb
 
 
+def write_and_read(capacity: int, folder: str | None) -> tuple[int, float, float]:
+    """One checkpoint of a full memory: its size in bytes, the seconds to write it, and to read and restore it."""
+    args, env, obs, q_network, target_network, optimizer, rb = build(capacity)
+    parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb}
+    rng = np.random.default_rng(0)
+    os.makedirs("runs", exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder or "runs") as temp:
+        run = dqn_atari.Run(args, set())  # a new run's bookkeeping, writing where this benchmark says
+        run.checkpoint, run.learning_starts, run.n_actions = os.path.join(temp, "checkpoint.pt"), 1000, 4
+        began = time.perf_counter()
+        run.save_checkpoint(1000, obs, rng, [env.save_state()], parts, deque(), q_network)
+        write_s = time.perf_counter() - began
+        size = os.path.getsize(run.checkpoint)
+        fresh = build(capacity, fill=False)  # a resumed run's objects, to restore into (it makes them anyway)
+        fresh_parts = {"target_network": fresh[4], "optimizer": fresh[5], "replay": fresh[6]}
+        began = time.perf_counter()
+        resumed = dqn_atari.Run(dqn_atari.Args(**{**vars(args), "resume": temp}), {"resume"})
+        resumed.restore(fresh[3], fresh_parts, np.random.default_rng(1), deque())
+        fresh[1].restore_state(resumed.env_states[0], seed=args.seed)
+        read_s = time.perf_counter() - began
+        assert torch.equal(fresh[6].frames, rb.frames)
+        fresh[1].close()
+    env.close()
+    return size, write_s, read_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="(default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="checkpoints per size; the median (default: %(default)s)")
     parser.add_argument("--frequency", type=int, default=dqn_atari.Args.checkpoint_frequency)
     parser.add_argument("--sps", type=float, nargs="+", default=[105.0, 480.0, 1850.0])
     parser.add_argument("--folder", default=None, help="where to write (default: a temp folder under runs/)")
@@ -56,37 +85,20 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     for capacity in opts.sizes:
-        args, env, obs, q_network, target_network, optimizer, rb = build(capacity)
-        parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb}
-        rng = np.random.default_rng(0)
-        os.makedirs("runs", exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=opts.folder or "runs") as folder:
-            path = os.path.join(folder, "checkpoint.pt")
-            began = time.perf_counter()
-            loop = dqn_atari.loop_state(1000, obs, rng, [env.save_state()], parts, deque())
-            contents = {**dqn_atari.saved_file(args, env.action_space.n, q_network), "run_name": "x", "loop": loop}
-            dqn_atari.write_atomically(path, contents)
-            write_s = time.perf_counter() - began
-            size = os.path.getsize(path)
-            del contents, loop
-            fresh = build(
-                capacity, fill=False
-            )  # a new run's objects, to restore into (not timed: a resumed run makes them anyway)
-            load_began = time.perf_counter()
-            saved = dqn_atari.load_saved(path)
-            fresh_parts = {"target_network": fresh[4], "optimizer": fresh[5], "replay": fresh[6]}
-            dqn_atari.restore_loop_state(saved["loop"], np.random.default_rng(1), fresh_parts, deque())
-            fresh[1].restore_state(saved["loop"]["env"][0])
-            read_s = time.perf_counter() - load_began
-            assert torch.equal(fresh[6].frames, rb.frames)
-            del saved, fresh, fresh_parts
+        measured = [write_and_read(capacity, opts.folder) for _ in range(opts.rounds)]
+        size = measured[0][0]
+        writes, reads = [m[1] for m in measured], [m[2] for m in measured]
+        write_s, read_s = statistics.median(writes), statistics.median(reads)
         n_checkpoints = 10_000_000 // opts.frequency
         row = {
             "buffer_slots": capacity,
             "bytes": size,
             "GiB": round(size / 2**30, 3),
+            "rounds": opts.rounds,
             "write_s": round(write_s, 2),
+            "write_s_range": f"{min(writes):.2f}-{max(writes):.2f}",
             "read_and_restore_s": round(read_s, 2),
+            "read_s_range": f"{min(reads):.2f}-{max(reads):.2f}",
             "frequency": opts.frequency,
             "checkpoints_per_10M_run": n_checkpoints,
         }
@@ -95,8 +107,6 @@ def main() -> None:
             row[f"share_at_{sps:g}_sps_%"] = round(100 * n_checkpoints * write_s / run_s, 3)
         rows.append(row)
         print(row, flush=True)
-        env.close()
-        del rb, parts
     if opts.out:
         write_csv(opts.out, rows)
 
