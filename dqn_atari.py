@@ -271,6 +271,27 @@ class ReportGamesEndedInReset(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+class LastAction(gym.Wrapper):
+    """The last action sent to the emulator: each frame's, the resets' no-ops and FIRE included.
+
+    With sticky actions the emulator repeats its previous action, which ALE's saved state leaves out; a resumed env
+    puts it back from here (Resumable). One case stays out of reach: when all 4 frames of the last step repeated an
+    older action (probability 0.25^4, about 0.4%, where the action changed), the emulator remembers that one.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.action = 0  # a reset leaves NOOP (action 0 of every action set) as the emulator's previous action
+
+    def reset(self, **kwargs):
+        self.action = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self.action = int(action)
+        return self.env.step(action)
+
+
 def make_env(args: Args, seed: int, video_folder: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
     """The Nature-DQN preprocessing: observations are the last 4 grey 84x84 frames, as uint8 (4, 84, 84).
 
@@ -294,7 +315,7 @@ def make_env(args: Args, seed: int, video_folder: str | None = None, max_episode
     emulator = {"frameskip": 1, "full_action_space": args.full_action_space}
     if args.repeat_action_probability is not None:
         emulator["repeat_action_probability"] = args.repeat_action_probability
-    env = gym.make(args.env_id, max_episode_steps=max_episode_steps, **emulator)
+    env = LastAction(gym.make(args.env_id, max_episode_steps=max_episode_steps, **emulator))
     if video_folder is not None:
         env = RecordGames(env, video_folder)
     env = gym.wrappers.RecordEpisodeStatistics(env)  # below EpisodicLifeEnv, so it sees whole games
@@ -1015,38 +1036,50 @@ class Run:
     def _track(self) -> None:
         """--track: a Weights & Biases run that mirrors this one: its TensorBoard scalars, its flags as the config, its
         name as in runs/. Its id is kept in the run's folder, so that a resumed run goes on in the same W&B run; the
-        runs of a grid share the group that benchmarks/grid.py puts in $WANDB_RUN_GROUP."""
+        runs of a grid share the group that benchmarks/grid.py puts in $WANDB_RUN_GROUP. W&B failing to start (no
+        login, no network) refuses the command (ValueError), and a new run's folder goes."""
         import wandb  # only with --track: the scripts run without it
 
         id_file = os.path.join(self.folder, "wandb-run-id")
         run_id = open(id_file).read().strip() if os.path.isfile(id_file) else os.urandom(4).hex()
-        wandb.init(
-            project=self.args.wandb_project_name,
-            entity=self.args.wandb_entity,
-            id=run_id,
-            resume="allow",
-            name=self.name,
-            config=vars(self.args),
-            sync_tensorboard=True,
-        )
+        try:
+            wandb.init(
+                project=self.args.wandb_project_name,
+                entity=self.args.wandb_entity,
+                id=run_id,
+                resume="allow",
+                name=self.name,
+                config=vars(self.args),
+                sync_tensorboard=True,
+                settings=wandb.Settings(finish_timeout=120),  # never wait forever for an upload at the end
+            )
+        except Exception as e:  # wandb's errors, and what its service raises when it cannot start
+            if not self.args.resume:
+                os.rmdir(self.folder)  # still empty: nothing of the run was written
+            raise ValueError(f"--track: W&B did not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         with open(id_file, "w") as f:
             f.write(run_id + "\n")
 
     def _close(self, writer: SummaryWriter, stop: GracefulStop) -> int:
         """Close the writer, and with --track the W&B run, after uploading the videos this command recorded. Returns
-        the exit code: 0, or 128 + the signal that stopped the run."""
+        the exit code: 0, or 128 + the signal that stopped the run. A W&B that fails here (its service killed by the
+        same signal, say) costs one warning line: the run itself is saved."""
         writer.close()
         code = 128 + stop.signum if stop.signum else 0
         if self.args.track:
             import wandb
 
-            for folder in (f"videos/{self.name}", f"videos/{self.name}-eval"):
-                for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-                    path = os.path.join(folder, file)
-                    if file.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
-                        key = "eval/videos" if folder.endswith("-eval") else "videos"
-                        wandb.log({key: wandb.Video(path, format="mp4")})
-            wandb.finish(exit_code=code)
+            try:
+                for folder in (f"videos/{self.name}", f"videos/{self.name}-eval"):
+                    videos = (
+                        [os.path.join(folder, file) for file in os.listdir(folder)] if os.path.isdir(folder) else []
+                    )
+                    for path in sorted(videos, key=os.path.getmtime):  # in the order recorded
+                        if path.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
+                            wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": wandb.Video(path)})
+                wandb.finish(exit_code=code)
+            except Exception as e:
+                print(f"warning: W&B did not finish ({type(e).__name__}: {e}); the run is saved", file=sys.stderr)
         return code
 
     @staticmethod
@@ -1215,11 +1248,13 @@ WRAPPER_STATE = {
     "TimeLimit": ("_elapsed_steps",),
     "RecordGames": ("games_started",),
     "ReportGamesEndedInReset": ("pending",),
+    "LastAction": ("action",),
 }
 
 
 class Resumable(gym.Wrapper):
-    """Reads out, and puts back, what the wrapped env's next steps depend on: the emulator with its RNG, the no-op RNG,
+    """Reads out, and puts back, what the wrapped env's next steps depend on: the emulator with its RNG and its previous
+    action (which sticky actions repeat), the no-op RNG,
     the action space's RNG, the frame stack, and the wrappers' state (the game in progress, its lives, records not yet
     reported). It is the outermost wrapper of the training envs, whose processes run these methods for a checkpoint."""
 
@@ -1247,6 +1282,9 @@ class Resumable(gym.Wrapper):
         self.reset(seed=seed)
         for recorder in recorders:
             recorder.paused = False
+        if "LastAction.action" in state:  # the emulator's previous action, which sticky actions repeat: its state
+            for _ in range(32):  # leaves it out, and restoreState() undoes these frames (and their RNG draws)
+                self.unwrapped.step(state["LastAction.action"])
         self.unwrapped.ale.restoreState(ale_py.ALEState(state["emulator"]))
         self.unwrapped.np_random.bit_generator.state = state["np_random"]
         self.action_space.np_random.bit_generator.state = state["action_space"]

@@ -767,38 +767,50 @@ class Run:
     def _track(self) -> None:
         """--track: a Weights & Biases run that mirrors this one: its TensorBoard scalars, its flags as the config, its
         name as in runs/. Its id is kept in the run's folder, so that a resumed run goes on in the same W&B run; the
-        runs of a grid share the group that benchmarks/grid.py puts in $WANDB_RUN_GROUP."""
+        runs of a grid share the group that benchmarks/grid.py puts in $WANDB_RUN_GROUP. W&B failing to start (no
+        login, no network) refuses the command (ValueError), and a new run's folder goes."""
         import wandb  # only with --track: the scripts run without it
 
         id_file = os.path.join(self.folder, "wandb-run-id")
         run_id = open(id_file).read().strip() if os.path.isfile(id_file) else os.urandom(4).hex()
-        wandb.init(
-            project=self.args.wandb_project_name,
-            entity=self.args.wandb_entity,
-            id=run_id,
-            resume="allow",
-            name=self.name,
-            config=vars(self.args),
-            sync_tensorboard=True,
-        )
+        try:
+            wandb.init(
+                project=self.args.wandb_project_name,
+                entity=self.args.wandb_entity,
+                id=run_id,
+                resume="allow",
+                name=self.name,
+                config=vars(self.args),
+                sync_tensorboard=True,
+                settings=wandb.Settings(finish_timeout=120),  # never wait forever for an upload at the end
+            )
+        except Exception as e:  # wandb's errors, and what its service raises when it cannot start
+            if not self.args.resume:
+                os.rmdir(self.folder)  # still empty: nothing of the run was written
+            raise ValueError(f"--track: W&B did not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         with open(id_file, "w") as f:
             f.write(run_id + "\n")
 
     def _close(self, writer: SummaryWriter, stop: GracefulStop) -> int:
         """Close the writer, and with --track the W&B run, after uploading the videos this command recorded. Returns
-        the exit code: 0, or 128 + the signal that stopped the run."""
+        the exit code: 0, or 128 + the signal that stopped the run. A W&B that fails here (its service killed by the
+        same signal, say) costs one warning line: the run itself is saved."""
         writer.close()
         code = 128 + stop.signum if stop.signum else 0
         if self.args.track:
             import wandb
 
-            for folder in (f"videos/{self.name}", f"videos/{self.name}-eval"):
-                for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-                    path = os.path.join(folder, file)
-                    if file.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
-                        key = "eval/videos" if folder.endswith("-eval") else "videos"
-                        wandb.log({key: wandb.Video(path, format="mp4")})
-            wandb.finish(exit_code=code)
+            try:
+                for folder in (f"videos/{self.name}", f"videos/{self.name}-eval"):
+                    videos = (
+                        [os.path.join(folder, file) for file in os.listdir(folder)] if os.path.isdir(folder) else []
+                    )
+                    for path in sorted(videos, key=os.path.getmtime):  # in the order recorded
+                        if path.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
+                            wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": wandb.Video(path)})
+                wandb.finish(exit_code=code)
+            except Exception as e:
+                print(f"warning: W&B did not finish ({type(e).__name__}: {e}); the run is saved", file=sys.stderr)
         return code
 
     @staticmethod

@@ -59,10 +59,12 @@ EXCLUDES = [".git", "runs", "videos", "wandb", ".whl", ".gl", "__pycache__", ".p
 
 def pack(folder: str, with_checkpoint: bool) -> bytes:
     """A run's folder as tar.gz bytes; without its checkpoint unless asked (a stopped run's holds the replay memory,
-    buffer-sized: it stays where the run works)."""
+    buffer-sized: it stays where the run works), and without W&B's local copy of a tracked run."""
 
     def results_only(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
         name = os.path.basename(member.name)
+        if member.name in ("./wandb", "wandb") or member.name.startswith(("./wandb/", "wandb/")):
+            return None  # --track's local copy: W&B has it already, videos included
         return None if name.endswith(".tmp") or (name == "checkpoint.pt" and not with_checkpoint) else member
 
     buffer = io.BytesIO()

@@ -121,7 +121,9 @@ def child(script: str, flags: list[str], serial: bool) -> dict:
 
     vector.step_async = timed(send, "env_send")
     vector.step_wait = timed(wait, "env_wait")
-    module.main(module.tyro.cli(module.Args, args=flags), module.flags_given(flags))
+    code = module.main(module.tyro.cli(module.Args, args=flags), module.flags_given(flags))
+    if code != 0 or clock["start"] is None:
+        raise SystemExit(f"{script} {' '.join(flags)} exited {code} before any training step was timed")
     total = clock["end"] - clock["start"]
     return {"total_ms": total * 1000, "passes": clock["passes"], **{k: v * 1000 for k, v in totals.items()}}
 

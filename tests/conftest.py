@@ -9,8 +9,9 @@ import pytest
 # kill-and-resume tests took 31-39 s each this way, 104-135 s before). A seed repeats at a fixed thread count.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # --track in a test never reaches the network: W&B writes its run to a local folder
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("WANDB_SILENT", "true")
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.pop("WANDB_DIR", None)  # the offline runs go to wandb/ beside the run, where the tests look
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the smallest Atari run that learns a little: 100 random steps, then updates on batches of 8

@@ -57,6 +57,7 @@ SHARED_BLOCKS = {
         name: ATARI_SCRIPTS
         for name in [
             "WRAPPER_STATE",
+            "LastAction",
             "Resumable",
             "make_envs",
             "games_ended",

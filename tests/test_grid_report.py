@@ -256,6 +256,11 @@ def test_a_report_on_a_game_outside_the_first_seven_with_v5_and_v4_ids(tmp_path)
     assert "**Rough: these intervals rank nothing.** dqn_v4, dqn_v5 rest on fewer than 5 runs" in text
     assert "![MsPacman](MsPacman.png)" in text and (tmp_path / "report" / "MsPacman.png").is_file()
     assert (tmp_path / "report" / "aggregate.png").is_file()
+    # the same name on both ids would pool two protocols into one row: refused, with what to do
+    write_run(tmp_path / "mixed", "dqn", "MsPacmanNoFrameskip-v4", 1, games, [human])
+    write_run(tmp_path / "mixed", "dqn", "ALE/MsPacman-v5", 2, games, [random])
+    with pytest.raises(ValueError, match=r"dqn has runs of MsPacman under two ids .* give each its own name"):
+        report.load_runs([str(tmp_path / "mixed")])
 
 
 def overlaps(a, b) -> bool:

@@ -61,6 +61,31 @@ def test_no_episodic_life_ends_learning_episodes_only_at_game_over(flag, ends_pe
     assert ends == ends_per_game and len(records) == 1
 
 
+def test_a_v5_env_saved_and_restored_plays_on_as_the_env_left_alone():
+    """Sticky actions repeat the emulator's previous action, which ALE's saved state leaves out: Resumable puts it back
+    (LastAction). Saved at 8 points of random play, a new env restored from each plays the next 40 steps as the
+    original does, frame for frame."""
+    import numpy as np
+
+    args = dqn_atari.Args(env_id="ALE/Breakout-v5", episodic_life=False)
+    env = dqn_atari.Resumable(dqn_atari.make_env(args, seed=1))
+    env.reset(seed=1)
+    rng = np.random.default_rng(0)
+    for point in range(8):
+        for _ in range(int(rng.integers(10, 60))):
+            if any(env.step(int(rng.integers(4)))[2:4]):
+                env.reset()
+        restored = dqn_atari.Resumable(dqn_atari.make_env(args, seed=1))
+        restored.restore_state(env.save_state(), seed=1)
+        for step in range(40):
+            action = int(rng.integers(4))
+            obs, _, terminated, truncated, _ = env.step(action)
+            assert np.array_equal(obs, restored.step(action)[0]), f"save point {point}, step {step} after the restore"
+            if terminated or truncated:
+                env.reset(), restored.reset()
+        restored.close()
+
+
 # --track, with W&B offline: what an offline run records is read back from its .wandb file, a log of protobuf records
 # (LevelDB's format: 32 KiB blocks of chunks, each with a 7-byte header: checksum, length, type).
 
