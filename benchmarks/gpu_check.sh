@@ -5,7 +5,8 @@
 #   1. the replay memory on the GPU: batches sampled from frames stored on the GPU, and from frames in pinned host
 #      memory, equal the CPU's batches for the same slots, in every Atari script (the lines no CPU runs);
 #   2. every script with --cuda --save-model, tiny counts, 6 at a time (16 cores); the Atari scripts also with
-#      --buffer-device cuda, and dqn_atari.py at --num-envs 4; each must exit 0 with its evaluation done;
+#      --buffer-device cuda, dqn_atari.py at --num-envs 4, and --bf16 (dqn_atari.py; bootstrapped with --buffer-device
+#      cuda); each must exit 0 with its evaluation done;
 #   3. only while time is left (it stops starting new work at 450 s): training-phase SPS of dqn_atari.py at N = 1 and
 #      8, with and without --buffer-device cuda, and SB3's DQN on the same settings; one round each, so these are
 #      first figures, not claims (a claim needs 5 alternating rounds).
@@ -52,6 +53,7 @@ TINY="--env-id BreakoutNoFrameskip-v4 --cuda --save-model --total-timesteps 2000
     echo "$s $TINY"; echo "$s $TINY --buffer-device cuda"
   done
   echo "dqn_atari.py $TINY --num-envs 4"
+  echo "dqn_atari.py $TINY --bf16"; echo "bootstrapped_dqn_atari.py $TINY --bf16 --buffer-device cuda"
 } > "$OUT/gpu_runs.txt"
 echo "line,command,exit_code" > "$OUT/gpu_correctness.csv"
 export OUT
@@ -68,7 +70,7 @@ awk -F, 'NR > 1 && $NF != 0' "$OUT/gpu_correctness.csv" | grep -q . && FAILED="$
 speed() {
   [ "$SECONDS" -lt 450 ] || { echo "speed: out of time before $*" | tee -a "$OUT/gpu_speed.txt"; return; }
   timeout $((520 - SECONDS)) python3 benchmarks/atari_speed.py --device cuda --memory-capacity 0 --learning-starts 5000 \
-    --train-steps 8000 "$@" 2>&1 | tee -a "$OUT/gpu_speed.txt"
+    --train-steps 8000 --rounds 1 "$@" 2>&1 | tee -a "$OUT/gpu_speed.txt"
 }
 speed --num-envs 1 --out "$OUT/gpu_speed_n1_sb3.csv"
 speed --num-envs 8 --no-sb3 --out "$OUT/gpu_speed_n8.csv"

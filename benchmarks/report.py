@@ -432,6 +432,7 @@ def main() -> int:
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="folders of run folders (benchmarks/grid.py's --out)")
     parser.add_argument("--out", help="where the PNGs and report.md go (default: DIR/report, for one DIR)")
     parser.add_argument("--export", metavar="TO", help="only copy each run's run.json and curve.csv to TO")
+    parser.add_argument("--names", nargs="+", metavar="NAME", help="report only these names (default: all)")
     parser.add_argument(
         "--bin", type=int, default=25_000, help="steps per bin of the return table (default: %(default)s)"
     )
@@ -451,6 +452,7 @@ def main() -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    runs = [run for run in runs if opts.names is None or run.name in opts.names]
     if not runs:
         print(f"error: no finished runs (folders with a run.json) in {', '.join(opts.dirs)}", file=sys.stderr)
         return 2
