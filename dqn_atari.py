@@ -276,12 +276,15 @@ class LastAction(gym.Wrapper):
 
     With sticky actions the emulator repeats its previous action, which ALE's saved state leaves out; a resumed env
     puts it back from here (Resumable). One case stays out of reach: when all 4 frames of the last step repeated an
-    older action (probability 0.25^4, about 0.4%, where the action changed), the emulator remembers that one.
+    older action (probability p^4 for --repeat-action-probability p: 0.4% at 0.25, where the action changed), the
+    emulator remembers that one.
     """
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self.action = 0  # a reset leaves NOOP (action 0 of every action set) as the emulator's previous action
+        self.action = (
+            0  # a reset leaves NOOP as the emulator's previous action: action 0 of the games NoopResetEnv takes
+        )
 
     def reset(self, **kwargs):
         self.action = 0
@@ -1055,8 +1058,10 @@ class Run:
             )
         except Exception as e:  # wandb's errors, and what its service raises when it cannot start
             if not self.args.resume:
-                os.rmdir(self.folder)  # still empty: nothing of the run was written
-            raise ValueError(f"--track: W&B did not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.folder)  # still empty: nothing of the run was written
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"--track: W&B did not start: {reason}") from None
         with open(id_file, "w") as f:
             f.write(run_id + "\n")
 
@@ -1077,6 +1082,9 @@ class Run:
                     for path in sorted(videos, key=os.path.getmtime):  # in the order recorded
                         if path.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
                             wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": wandb.Video(path)})
+            except Exception as e:
+                print(f"warning: W&B did not take the videos ({type(e).__name__}: {e})", file=sys.stderr)
+            try:
                 wandb.finish(exit_code=code)
             except Exception as e:
                 print(f"warning: W&B did not finish ({type(e).__name__}: {e}); the run is saved", file=sys.stderr)

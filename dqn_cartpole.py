@@ -786,8 +786,10 @@ class Run:
             )
         except Exception as e:  # wandb's errors, and what its service raises when it cannot start
             if not self.args.resume:
-                os.rmdir(self.folder)  # still empty: nothing of the run was written
-            raise ValueError(f"--track: W&B did not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.folder)  # still empty: nothing of the run was written
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"--track: W&B did not start: {reason}") from None
         with open(id_file, "w") as f:
             f.write(run_id + "\n")
 
@@ -808,6 +810,9 @@ class Run:
                     for path in sorted(videos, key=os.path.getmtime):  # in the order recorded
                         if path.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
                             wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": wandb.Video(path)})
+            except Exception as e:
+                print(f"warning: W&B did not take the videos ({type(e).__name__}: {e})", file=sys.stderr)
+            try:
                 wandb.finish(exit_code=code)
             except Exception as e:
                 print(f"warning: W&B did not finish ({type(e).__name__}: {e}); the run is saved", file=sys.stderr)

@@ -21,6 +21,7 @@ from rliable import library as rly
 
 def coverage(runs: int, method: str, trials: int, reps: int) -> float:
     draws = np.random.RandomState(runs)  # the same scores for every method
+    np.random.seed(runs)  # rliable 1.2 draws its resamples from numpy's global RNG, whatever random_state says
     held = 0
     for trial in range(trials):
         scores = draws.normal(0.0, 1.0, size=(runs, 1))

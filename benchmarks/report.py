@@ -159,18 +159,24 @@ def load_runs(folders: list[str]) -> list[Run]:
         returns = np.array([value for _, value in games], dtype=np.float64)
         run = Run(name, record["env_id"], record["seed"], steps, returns, evaluation, record)
         key = (run.game, run.name, run.seed)
+        if key in seen and seen[key][1] != run.env_id:
+            raise ValueError(two_ids(run.name, run.game, run.env_id, seen[key][1]))
         if key in seen:
-            raise ValueError(f"{run.name} seed {run.seed} on {run.game} is in both {seen[key]} and {run_folder}")
-        seen[key] = run_folder
+            raise ValueError(f"{run.name} seed {run.seed} on {run.game} is in both {seen[key][0]} and {run_folder}")
+        seen[key] = (run_folder, run.env_id)
         runs.append(run)
     for run in runs:  # ALE/Breakout-v5 and BreakoutNoFrameskip-v4 are one game, under two protocols: never one row
         other = next((o for o in runs if (o.game, o.name) == (run.game, run.name) and o.env_id != run.env_id), None)
         if other is not None:
-            raise ValueError(
-                f"{run.name} has runs of {run.game} under two ids ({run.env_id}, {other.env_id}), whose protocols "
-                "differ: give each its own name (benchmarks/grid.py --tag)"
-            )
+            raise ValueError(two_ids(run.name, run.game, run.env_id, other.env_id))
     return runs
+
+
+def two_ids(name: str, game: str, env_id: str, other_id: str) -> str:
+    return (
+        f"{name} has runs of {game} under two ids ({env_id}, {other_id}), whose protocols differ: give each its own "
+        "name (benchmarks/grid.py --tag)"
+    )
 
 
 def export(runs_folder: str, to: str) -> None:
@@ -276,6 +282,9 @@ def aggregate(matrices: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) 
     def iqm_and_mean(scores):
         return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores)])
 
+    # rliable 1.2 draws its resamples from numpy's global RNG (np.random.choice in StratifiedBootstrap.update_indices),
+    # whatever random_state says: seeding it is what makes a report the same every time
+    np.random.seed(seed)
     with warnings.catch_warnings():  # rliable 1.2 hands arch a RandomState, which arch 7 says it will stop taking
         warnings.simplefilter("ignore", FutureWarning)
         return rly.get_interval_estimates(matrices, iqm_and_mean, reps=reps, random_state=np.random.RandomState(seed))
@@ -391,8 +400,8 @@ def tables(groups: dict, sections: list[tuple], bin_size: int) -> str:
                 f"**Rough: these intervals rank nothing.** {', '.join(rough(matrices))} rest{'s' if len(rough(matrices)) == 1 else ''} on "
                 f"fewer than {ROUGH_BELOW} runs per game. With so few runs a bootstrap interval holds the true value "
                 "less often than it says: in benchmarks/interval_coverage.py a 95% interval of the mean of 3 normal runs held "
-                "the true mean 65-74% of the time with each of rliable's percentile, basic and BCa intervals (80-83% at 5 "
-                "runs, 89-91% at 10; one game, the mean), and below 4 runs the IQM of one game is just the mean. Overlapping or not, these intervals do not order the names.",
+                "the true mean 65-74% of the time with each of rliable's percentile, basic and BCa intervals (81-83% at 5 "
+                "runs, about 91% at 10; one game, the mean), and below 4 runs the IQM of one game is just the mean. Overlapping or not, these intervals do not order the names.",
             ]
     lines += ["", "## Learning curves", ""]
     lines += [

@@ -149,8 +149,10 @@ def measure(script: str, n: int, serial: bool, opts) -> dict:
     ]
     command = [sys.executable, __file__, "--child", json.dumps([script, flags, serial])]
     with tempfile.TemporaryDirectory() as folder:
-        out = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+        result = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{script} at N = {n} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:

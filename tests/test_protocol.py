@@ -63,8 +63,9 @@ def test_no_episodic_life_ends_learning_episodes_only_at_game_over(flag, ends_pe
 
 def test_a_v5_env_saved_and_restored_plays_on_as_the_env_left_alone():
     """Sticky actions repeat the emulator's previous action, which ALE's saved state leaves out: Resumable puts it back
-    (LastAction). Saved at 8 points of random play, a new env restored from each plays the next 40 steps as the
-    original does, frame for frame."""
+    (LastAction). Saved at 8 points of random play, each just after LEFT (a new env's reset leaves FIRE, then RIGHT,
+    as the previous action: without LastAction the two disagree), a new env restored from each plays the next 40
+    steps as the original does, frame for frame and byte for byte of the console's memory."""
     import numpy as np
 
     args = dqn_atari.Args(env_id="ALE/Breakout-v5", episodic_life=False)
@@ -75,15 +76,19 @@ def test_a_v5_env_saved_and_restored_plays_on_as_the_env_left_alone():
         for _ in range(int(rng.integers(10, 60))):
             if any(env.step(int(rng.integers(4)))[2:4]):
                 env.reset()
+        if any(env.step(3)[2:4]):  # LEFT
+            env.reset()
         restored = dqn_atari.Resumable(dqn_atari.make_env(args, seed=1))
         restored.restore_state(env.save_state(), seed=1)
         for step in range(40):
             action = int(rng.integers(4))
             obs, _, terminated, truncated, _ = env.step(action)
             assert np.array_equal(obs, restored.step(action)[0]), f"save point {point}, step {step} after the restore"
+            assert np.array_equal(env.unwrapped.ale.getRAM(), restored.unwrapped.ale.getRAM())
             if terminated or truncated:
                 env.reset(), restored.reset()
         restored.close()
+    env.close()
 
 
 # --track, with W&B offline: what an offline run records is read back from its .wandb file, a log of protobuf records
