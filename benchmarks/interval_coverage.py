@@ -11,12 +11,13 @@ its binomial standard error over the trials.
 """
 
 import argparse
-import csv
 import sys
 import warnings
 
 import numpy as np
 from rliable import library as rly
+
+from results_csv import write_csv  # benchmarks/results_csv.py
 
 
 def coverage(runs: int, method: str, trials: int, reps: int) -> float:
@@ -59,10 +60,7 @@ def main() -> int:
                     f"{runs:3d} runs, {method:10s}: the 95% interval held the true mean in {held:.1%} (± {error:.1%})"
                 )
     if opts.out:
-        with open(opts.out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(opts.out, rows)
     return 0
 
 
