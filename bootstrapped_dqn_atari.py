@@ -63,6 +63,10 @@ from stable_baselines3.common.atari_wrappers import (
 from torch.utils.tensorboard import SummaryWriter
 
 gym.register_envs(ale_py)  # gymnasium 1.x knows the Atari ids only after this
+# The K heads' hidden layers are one 64 MB weight, and each update's backward pass writes its gradient into a fresh
+# 64 MB tensor. In 4 KB pages that is 16,384 page faults per update; PyTorch's CPU allocator takes 2 MB pages for
+# large tensors when this is set (it reads it at its first allocation). It costs the parent, whose tensors are small.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 FRAME_STACK = 4  # an observation is the last 4 frames
 

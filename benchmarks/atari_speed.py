@@ -3,6 +3,8 @@
     python benchmarks/atari_speed.py                                 # dqn_atari.py vs SB3, Breakout
     python benchmarks/atari_speed.py --scripts dqn_atari.py double_dqn_atari.py --rounds 2
     python benchmarks/atari_speed.py --num-envs 1 2 4 --bf16 --rounds 3  # parallel envs, and bf16 autocast in the loop
+    python benchmarks/atari_speed.py --no-sb3 --contenders double_dqn_atari.py \
+        "THP_MEM_ALLOC_ENABLE=0 bootstrapped_dqn_atari.py" bootstrapped_dqn_atari.py   # named contenders
 
 Each contender runs the same env with the same hyperparameters (Nature DQN: batch 32, train every 4 steps,
 target copy every 1,000 steps, Adam 1e-4) for `--learning-starts` random steps, then `--train-steps` steps
@@ -10,7 +12,8 @@ of training; we time the training phase only (steps per second after learning st
 after another, in alternating order over `--rounds`, so a noisy shared machine hurts all of them alike;
 ratios are of the medians. SB3 keeps its own loss (Huber) and gradient clipping (10), which cost little.
 --num-envs runs each script at each N; --bf16 adds each of those with the scripts' --bf16 (the forward passes
-under torch.autocast in bfloat16).
+under torch.autocast in bfloat16). --contenders names them instead, each a script with its flags, maybe after
+environment variables to set ('VAR=VALUE script --flag').
 
 Memory: bytes per stored transition of our frame-once buffer, filled by random play in the real wrapped
 env, against SB3's ReplayBuffer for the same observations (its arrays' sizes, allocated, per transition).
@@ -33,8 +36,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def our_training_sps(contender: str, opts, extra: list[str]) -> float:
-    """contender: a script, maybe with flags ('dqn_atari.py --num-envs 4 --bf16')."""
-    script, *flags = contender.split()
+    """contender: a script, maybe with flags and environment variables ('VAR=1 dqn_atari.py --num-envs 4 --bf16')."""
+    words = contender.split()
+    env = dict(os.environ)
+    while "=" in words[0]:
+        variable, value = words.pop(0).split("=", 1)
+        env[variable] = value
+    script, *flags = words
     cmd = [
         sys.executable,
         os.path.join(ROOT, script),
@@ -53,7 +61,7 @@ def our_training_sps(contender: str, opts, extra: list[str]) -> float:
         *extra,
     ]
     with tempfile.TemporaryDirectory() as workdir:
-        out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, check=True).stdout
     return float(re.search(r"([\d.]+) SPS once learning started", out).group(1))
 
 
@@ -138,6 +146,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default: %(default)s)")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1], help="run each script at each of these N")
     parser.add_argument("--bf16", action="store_true", help="add each script at each N with --bf16")
+    parser.add_argument(
+        "--contenders", nargs="+", help="instead of --scripts, --num-envs and --bf16: 'VAR=VALUE script --flag'"
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
         "--extra", default="", help="flags added to our scripts' command lines, e.g. '--buffer-device cuda'"
@@ -153,6 +164,7 @@ def main():
 
     contenders = [script if n == 1 else f"{script} --num-envs {n}" for script in opts.scripts for n in opts.num_envs]
     contenders += [f"{name} --bf16" for name in contenders if opts.bf16]
+    contenders = opts.contenders or contenders
     contenders += [] if opts.no_sb3 else ["sb3"]
     sps = {name: [] for name in contenders}
     for round_ in range(opts.rounds):
