@@ -63,10 +63,6 @@ from stable_baselines3.common.atari_wrappers import (
 from torch.utils.tensorboard import SummaryWriter
 
 gym.register_envs(ale_py)  # gymnasium 1.x knows the Atari ids only after this
-# The K heads' hidden layers are one 64 MB weight, and each update's backward pass writes its gradient into a fresh
-# 64 MB tensor. In 4 KB pages that is 16,384 page faults per update; PyTorch's CPU allocator takes 2 MB pages for
-# large tensors when this is set (it reads it at its first allocation). It costs the parent, whose tensors are small.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 FRAME_STACK = 4  # an observation is the last 4 frames
 
@@ -819,6 +815,11 @@ def pick_device(args: Args) -> tuple[torch.device, torch.device]:
 
 def main(args: Args, given: set[str] = frozenset()) -> int:
     """Train (or, with --eval-only, play a saved agent); `given` names the flags set on the command line."""
+    # The K heads' hidden layers are one 64 MB weight, and each update's backward pass writes its gradient into a
+    # fresh 64 MB tensor: 16,384 page faults per update in 4 KB pages. Set before its first allocation, this has
+    # PyTorch's CPU allocator take 2 MB pages for tensors of 2 MB and more (Linux; elsewhere it does nothing). The
+    # parent leaves it unset: its largest tensors are a few MB, and there it measured slower (docs/benchmarks.md).
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     stop = GracefulStop()
     try:
         run = Run(args, given)  # new, stopped or finished, and what this command does with it (see Run)

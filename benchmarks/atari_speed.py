@@ -23,6 +23,7 @@ Results go to benchmarks/results/atari_speed.csv.
 import argparse
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -229,7 +230,7 @@ def main():
                 }
             )
         write_csv(opts.out.replace("speed", "memory"), memory_rows)
-    print(f"command: python benchmarks/atari_speed.py {' '.join(sys.argv[1:])}")
+    print(f"command: python benchmarks/atari_speed.py {shlex.join(sys.argv[1:])}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ the matrix products, and for the convolutions a count from their shapes (the pro
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -164,7 +165,7 @@ def main():
             f"   {by_kind}   GFLOP/s: linear {row['linear_gflops']:.0f}, conv {row['conv_gflops']:.0f}"
         )
     write_csv(opts.out, rows)
-    print(f"command: python benchmarks/update_ops.py {' '.join(sys.argv[1:])}")
+    print(f"command: python benchmarks/update_ops.py {shlex.join(sys.argv[1:])}")
 
 
 if __name__ == "__main__":
