@@ -38,9 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def our_training_sps(contender: str, opts, extra: list[str]) -> float:
     """contender: a script, maybe with flags and environment variables ('VAR=1 dqn_atari.py --num-envs 4 --bf16')."""
-    words = contender.split()
+    words = shlex.split(contender)
     env = dict(os.environ)
-    while "=" in words[0]:
+    while len(words) > 1 and re.fullmatch(r"[A-Za-z_]\w*=.*", words[0]):
         variable, value = words.pop(0).split("=", 1)
         env[variable] = value
     script, *flags = words
@@ -165,8 +165,10 @@ def main():
 
     contenders = [script if n == 1 else f"{script} --num-envs {n}" for script in opts.scripts for n in opts.num_envs]
     contenders += [f"{name} --bf16" for name in contenders if opts.bf16]
-    contenders = opts.contenders or contenders
-    contenders += [] if opts.no_sb3 else ["sb3"]
+    if opts.contenders and (opts.bf16 or opts.num_envs != [1] or opts.scripts != ["dqn_atari.py"]):
+        parser.error("--contenders names every contender: leave out --scripts, --num-envs and --bf16")
+    contenders = list(dict.fromkeys(opts.contenders or contenders))  # each once
+    contenders += [] if opts.no_sb3 or "sb3" in contenders else ["sb3"]
     sps = {name: [] for name in contenders}
     for round_ in range(opts.rounds):
         order = contenders if round_ % 2 == 0 else contenders[::-1]

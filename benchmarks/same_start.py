@@ -5,7 +5,7 @@ steps, and compare the whole games both played by then.
 
 RUN is a run folder as benchmarks/grid.py writes it (`run.json` and `curve.csv`, or a copy made by
 `report.py --export`). The rerun uses the command in `run.json` (a resumed run's `--resume PATH` becomes its game
-and seed again), works in a temporary folder, and runs at `OMP_NUM_THREADS=--threads` (1, grid.py's default): the
+and seed again; `--track` is left out), works in a temporary folder, and runs at `OMP_NUM_THREADS=--threads` (1, grid.py's default): the
 same seed on the CPU gives the same run only at the same thread count. Once the step it prints passes `--until`, it
 gets SIGTERM; the checkpoint it then saves is thrown away with the folder.
 
@@ -32,12 +32,15 @@ STEP_LINE = re.compile(r"step\s+([\d,]+)/")  # the scripts' progress line, print
 
 
 def fresh_command(record: dict) -> list[str]:
-    """run.json's command as a run from step 0: its flags, with the game and seed of the record."""
+    """run.json's command as a run from step 0: its flags, with the game and seed of the record, less --track (a
+    check sends nothing to W&B)."""
     script, *rest = record["command"]
     flags, i = [], 0
     while i < len(rest):
         if rest[i] in ("--resume", "--env-id", "--seed"):
             i += 2  # the flag and its value
+        elif rest[i] == "--track":
+            i += 1
         else:
             flags.append(rest[i])
             i += 1

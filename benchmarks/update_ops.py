@@ -2,14 +2,19 @@
 the fully connected layers (matrix products), the convolutions, Adam's step, freeing the gradients, the rest.
 
     python benchmarks/update_ops.py --rounds 5
-    python benchmarks/update_ops.py --scripts bootstrapped_dqn_atari.py --settings "" MKL_CBWR=AVX2
+    python benchmarks/update_ops.py --settings "" MKL_CBWR=AVX2
 
 Each script's update is rebuilt from its own pieces (QNetwork, its targets and loss, fused Adam) on random frames,
-batch 32, 2 torch threads, and timed in a fresh process under each of --settings, environment variables (by default
-PyTorch's allocator on 4 KB pages and on 2 MB pages: THP_MEM_ALLOC_ENABLE=0 and 1; bootstrapped_dqn_atari.py sets 1
-unless told otherwise, the others leave it unset, which is 0). The processes alternate over --rounds; each prints the median update time over --updates updates, then torch.profiler's time per update of each
-kind of operation, with the matrix products' and the convolutions' arithmetic rates: the profiler's FLOP count for
-the matrix products, and for the convolutions a count from their shapes (the profiler counts no backward one). Results go to benchmarks/results/update_ops.csv.
+batch 32, --threads torch threads, and timed in a fresh process under each of --settings: environment variables.
+By default these are PyTorch's allocator on 4 KB pages and on 2 MB pages (THP_MEM_ALLOC_ENABLE=0 and 1). A setting
+that does not name THP_MEM_ALLOC_ENABLE gets each script's own choice: 1 for bootstrapped_dqn_atari.py, which sets
+it as its main() begins, and unset (0) for its parent. The processes alternate over --rounds.
+
+Each process gives the median time of --updates updates, then torch.profiler's time per update of each kind of
+operation over 20 more (self times, under the profiler: Python's time between operations is in no kind, so the kinds
+do not add up to the update's time). The matrix products' and the convolutions' arithmetic rates use the profiler's
+FLOP count for the products, and for the convolutions a count from their shapes (the profiler counts no backward
+convolution). Results go to benchmarks/results/update_ops.csv.
 """
 
 import argparse
@@ -36,7 +41,7 @@ GROUPS = {  # profiler op name -> kind
 }
 
 
-def one_process(script: str, updates: int) -> dict:
+def one_process(script: str, updates: int, threads: int) -> dict:
     """Time `updates` updates of `script` in this process; the median, then a profile of 20 more."""
     import numpy as np
     import torch.nn.functional as F
@@ -44,7 +49,7 @@ def one_process(script: str, updates: int) -> dict:
 
     sys.path.insert(0, ROOT)
     module = __import__(script.removesuffix(".py"))
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     bootstrapped = script.startswith("bootstrapped")
     n_actions, n_heads = 4, 10
@@ -112,7 +117,9 @@ def one_process(script: str, updates: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scripts", nargs="+", default=["double_dqn_atari.py", "bootstrapped_dqn_atari.py"])
+    scripts = ["double_dqn_atari.py", "bootstrapped_dqn_atari.py"]
+    parser.add_argument("--scripts", nargs="+", choices=scripts, default=scripts)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument(
         "--settings",
         nargs="+",
@@ -122,10 +129,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default: %(default)s)")
     parser.add_argument("--updates", type=int, default=40, help="updates timed per process (default: %(default)s)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "update_ops.csv"))
-    parser.add_argument("--one", nargs=2, metavar=("SCRIPT", "UPDATES"), help=argparse.SUPPRESS)  # a child process
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # a child process: script, updates, threads
     opts = parser.parse_args()
     if opts.one:
-        print(json.dumps(one_process(opts.one[0], int(opts.one[1]))))
+        print(json.dumps(one_process(opts.one[0], int(opts.one[1]), int(opts.one[2]))))
         return
 
     contenders = [(script, setting) for script in opts.scripts for setting in opts.settings]
@@ -133,9 +140,13 @@ def main():
     for round_ in range(opts.rounds):
         for script, setting in contenders if round_ % 2 == 0 else contenders[::-1]:
             env = {**os.environ, **dict(variable.split("=", 1) for variable in setting.split())}
-            command = [sys.executable, os.path.abspath(__file__), "--one", script, str(opts.updates)]
-            out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-            result = json.loads(out.strip().splitlines()[-1])
+            if script.startswith("bootstrapped"):  # as its main() does
+                env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+            command = [sys.executable, os.path.abspath(__file__), "--one", script, str(opts.updates), str(opts.threads)]
+            child = subprocess.run(command, env=env, capture_output=True, text=True)
+            if child.returncode != 0:
+                sys.exit(f"{script} under {setting!r} failed:\n{child.stderr}")
+            result = json.loads(child.stdout.strip().splitlines()[-1])
             results[script, setting].append(result)
             print(
                 f"round {round_ + 1}: {script:<27} {setting:<24} {result['update_ms']:6.1f} ms per update", flush=True
@@ -157,11 +168,12 @@ def main():
         for kind in ("linear", "conv"):
             gflop = runs[0]["kinds"][kind]["gflop"]
             row[f"{kind}_gflop"] = round(gflop, 3)
-            row[f"{kind}_gflops"] = round(gflop / (row[f"{kind}_ms"] / 1000), 1)
+            row[f"{kind}_gflops"] = round(gflop / (row[f"{kind}_ms"] / 1000), 1) if row[f"{kind}_ms"] else float("nan")
         rows.append(row)
         by_kind = "  ".join(f"{kind} {row[f'{kind}_ms']:.1f}" for kind in runs[0]["kinds"])
         print(
-            f"  {script:<27} {setting:<24} {row['update_ms']:6.1f} ({row['min_update_ms']:.1f}-{row['max_update_ms']:.1f})"
+            f"  {script:<27} {setting:<24} {row['update_ms']:6.1f}"
+            f" ({row['min_update_ms']:.1f}-{row['max_update_ms']:.1f})"
             f"   {by_kind}   GFLOP/s: linear {row['linear_gflops']:.0f}, conv {row['conv_gflops']:.0f}"
         )
     write_csv(opts.out, rows)

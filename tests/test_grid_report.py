@@ -119,6 +119,7 @@ def test_same_start_reruns_a_finished_run_and_tells_a_changed_one(finished_grid,
     result = same_start(folder, 450)  # past learning starts (100): the updates' math is in the games too
     assert result.returncode == 0, result.stdout + result.stderr
     assert "`double_dqn_atari.py --env-id BreakoutNoFrameskip-v4 --seed 2 --no-cuda" in result.stdout
+    assert "--track" not in result.stdout  # the grid's runs were tracked; a check sends nothing to W&B
     games = [game for game in read_curve(folder / "curve.csv")[0] if game[0] <= 450]
     assert f"{len(games)} in the run, {len(games)} in the rerun" in result.stdout and "same:" in result.stdout
 
