@@ -17,7 +17,8 @@ action, its target head scores it), which is how this project reads the paper's 
 - the torso receives the sum of the K heads' gradients, normalized once by 1/K, as in the paper;
 - evaluation: the heads vote, each for its greedy action; the most votes wins, ties go to the largest Q summed
   over heads. `eval/head_agreement` logs the share of heads that voted for the action played, over the steps that
-  played the vote (an epsilon step plays a random action).
+  played the vote (an epsilon step plays a random action);
+- speed: the heads' 64 MB gradient, fresh each update, is cheaper on 2 MB memory pages (see main()).
 
     python bootstrapped_dqn_atari.py --env-id BreakoutNoFrameskip-v4 --cuda
 
@@ -815,10 +816,12 @@ def pick_device(args: Args) -> tuple[torch.device, torch.device]:
 
 def main(args: Args, given: set[str] = frozenset()) -> int:
     """Train (or, with --eval-only, play a saved agent); `given` names the flags set on the command line."""
-    # The K heads' hidden layers are one 64 MB weight, and each update's backward pass writes its gradient into a
-    # fresh 64 MB tensor: 16,384 page faults per update in 4 KB pages. Set before its first allocation, this has
-    # PyTorch's CPU allocator take 2 MB pages for tensors of 2 MB and more (Linux; elsewhere it does nothing). The
-    # parent leaves it unset: its largest tensors are a few MB, and there it measured slower (docs/benchmarks.md).
+    # Speed, not the algorithm: the K heads' hidden layers are one 64 MB weight, and each update's backward pass
+    # writes its gradient into freshly mapped memory, 15,680 page faults of 4 KB. Set before its first allocation,
+    # this has PyTorch's CPU allocator ask Linux for 2 MB pages for its tensors of 2 MB and more, the replay memory's
+    # frames included (where the kernel's transparent huge pages are 'madvise' or 'always'; elsewhere it does
+    # nothing). The parent leaves it unset: its per-update tensors are small enough for malloc to reuse, and it
+    # measured slower with it. Figures: docs/bootstrapped_dqn_atari.md.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     stop = GracefulStop()
     try:
