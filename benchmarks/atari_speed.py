@@ -3,7 +3,7 @@
     python benchmarks/atari_speed.py                                 # dqn_atari.py vs SB3, Breakout
     python benchmarks/atari_speed.py --scripts dqn_atari.py double_dqn_atari.py --rounds 2
     python benchmarks/atari_speed.py --num-envs 1 2 4 --bf16 --rounds 3  # parallel envs, and bf16 autocast in the loop
-    python benchmarks/atari_speed.py --no-sb3 --contenders double_dqn_atari.py \
+    python benchmarks/atari_speed.py --no-sb3 --contenders double_dqn_atari.py \\
         "THP_MEM_ALLOC_ENABLE=0 bootstrapped_dqn_atari.py" bootstrapped_dqn_atari.py   # named contenders
 
 Each contender runs the same env with the same hyperparameters (Nature DQN: batch 32, train every 4 steps,
@@ -148,7 +148,9 @@ def main():
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1], help="run each script at each of these N")
     parser.add_argument("--bf16", action="store_true", help="add each script at each N with --bf16")
     parser.add_argument(
-        "--contenders", nargs="+", help="instead of --scripts, --num-envs and --bf16: 'VAR=VALUE script --flag'"
+        "--contenders",
+        nargs="+",
+        help="instead of --scripts, --num-envs and --bf16, which must keep their defaults: 'VAR=VALUE script --flag'",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
