@@ -3,11 +3,11 @@ steps, and compare the whole games both played by then.
 
     python benchmarks/same_start.py grid_runs/BreakoutNoFrameskip-v4__dqn_atari__1 --until 50000
 
-RUN is a run folder as benchmarks/grid.py writes it (`run.json` and `curve.csv`, or a copy made by
-`report.py --export`). The rerun uses the command in `run.json` (a resumed run's `--resume PATH` becomes its game
-and seed again; `--track` is left out), works in a temporary folder, and runs at `OMP_NUM_THREADS=--threads` (1,
-grid.py's default): the same seed on the CPU gives the same run only at the same thread count. Once the step it prints passes `--until`, it
-gets SIGTERM; the checkpoint it then saves is thrown away with the folder.
+RUN is a run folder as benchmarks/grid.py writes it (`run.json` and `curve.csv`, or a copy made by `report.py
+--export`). The rerun uses the command in `run.json` (a resumed run's `--resume PATH` becomes its game and seed
+again; `--track` is left out), works in a temporary folder, and runs at `OMP_NUM_THREADS=--threads` (1, grid.py's
+default): the same seed on the CPU gives the same run only at the same thread count. Once the step it prints passes
+`--until`, it gets SIGTERM; the checkpoint it then saves is thrown away with the folder.
 
 Same means: the same number of games ended by step `--until`, each at the same step with the same return. It prints
 the comparison and exits 0 when the games are the same, 1 when they differ.

@@ -12,9 +12,9 @@ it as its main() begins, and unset (0) for its parent. The processes alternate o
 
 Each process gives the median time of --updates updates, then torch.profiler's time per update of each kind of
 operation over 20 more: self times under the profiler, which adds its own overhead, each kind's median taken on its
-own, so the kinds do not add up to the unprofiled update's time. The matrix products' and the convolutions' arithmetic rates use the profiler's
-FLOP count for the products, and for the convolutions a count from their shapes (the profiler counts no backward
-convolution). Results go to benchmarks/results/update_ops.csv.
+own, so the kinds do not add up to the unprofiled update's time. The matrix products' and the convolutions'
+arithmetic rates use the profiler's FLOP count for the products, and for the convolutions a count from their shapes
+(the profiler counts no backward convolution). Results go to benchmarks/results/update_ops.csv.
 """
 
 import argparse
