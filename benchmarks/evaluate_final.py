@@ -5,7 +5,7 @@
 DIR holds run folders as benchmarks/grid.py writes them. A run ends with a checkpoint of its final state in
 `runs/*/checkpoint.pt` (only on the machine that ran it: checkpoints are not committed). For each finished run that
 has one, this plays the run's own script: `SCRIPT --load-model CHECKPOINT --eval-only --eval-episodes N --env-id
-ENV --seed SEED --no-cuda`, one torch thread, at the script's `--eval-epsilon` (0.05). The games are seeded as the
+ENV --seed SEED --no-cuda --no-track`, one torch thread, at the script's `--eval-epsilon` (0.05). The games are seeded as the
 run's own evaluation was, so the first of them replay the run's evaluation games: `replays_run_eval` says whether
 they came out the same, a check that the checkpoint holds the network the run ended with.
 
@@ -31,6 +31,7 @@ SCORES_LINE = re.compile(r"evaluation over \d+ games at epsilon [\d.]+: mean [-\
 def play(script: str, checkpoint: str, env_id: str, seed: int, episodes: int) -> list[float]:
     command = [sys.executable, os.path.join(ROOT, script), "--load-model", checkpoint, "--eval-only"]
     command += ["--eval-episodes", str(episodes), "--env-id", env_id, "--seed", str(seed), "--no-cuda"]
+    command += ["--no-track"]  # a tracked run's checkpoint keeps --track; these games go to the CSV, not to W&B
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=os.path.dirname(checkpoint))
     match = SCORES_LINE.search(result.stdout)

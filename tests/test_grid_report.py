@@ -140,13 +140,15 @@ def test_evaluate_final_plays_a_runs_last_network(finished_grid, tmp_path):
     one = tmp_path / "one"  # one run, to stay short
     one.mkdir()
     (one / f"{GOOD}__dqn_atari__2").symlink_to(out / f"{GOOD}__dqn_atari__2")
-    command = [sys.executable, os.path.join(ROOT, "benchmarks", "evaluate_final.py"), str(one), "--episodes", "2"]
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "evaluate_final.py"), str(one), "--episodes", "1"]
     result = subprocess.run([*command, "--out", str(tmp_path / "final.csv")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "final.csv") as f:
         (row,) = list(csv.DictReader(f))
-    assert (row["name"], row["seed"], row["games"], row["env_id"]) == ("dqn_atari", "2", "2", GOOD)
+    assert (row["name"], row["seed"], row["games"], row["env_id"]) == ("dqn_atari", "2", "1", GOOD)
     assert float(row["mean"]) >= 0
+    # the run was tracked, and its checkpoint keeps --track; playing it for the CSV starts no W&B run
+    assert not glob.glob(str(out / f"{GOOD}__dqn_atari__2" / "runs" / "*" / "wandb"))
 
 
 def test_report_draws_the_runs_and_tabulates_them(finished_grid, tmp_path):
