@@ -4,10 +4,10 @@
 
 DIR holds run folders as benchmarks/grid.py writes them. A run ends with a checkpoint of its final state in
 `runs/*/checkpoint.pt` (only on the machine that ran it: checkpoints are not committed). For each finished run that
-has one, this plays the run's own script: `SCRIPT --load-model CHECKPOINT --eval-only --eval-episodes N --env-id
-ENV --seed SEED --no-cuda --no-track`, one torch thread, at the script's `--eval-epsilon` (0.05). The games are seeded as the
-run's own evaluation was, so the first of them replay the run's evaluation games: `replays_run_eval` says whether
-they came out the same, a check that the checkpoint holds the network the run ended with.
+has one, this plays the run's own script: `SCRIPT --load-model CHECKPOINT --eval-only --eval-episodes N --env-id ENV
+--seed SEED --no-cuda --no-track`, one torch thread, at the script's `--eval-epsilon` (0.05). The games are seeded
+as the run's own evaluation was, so the first of them replay the run's evaluation games: `replays_run_eval` says
+whether they came out the same, a check that the checkpoint holds the network the run ended with.
 
 Writes a CSV, one row per run: name, game, seed, games, mean, std, the run's own evaluation mean, replays_run_eval.
 """

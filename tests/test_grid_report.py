@@ -148,7 +148,8 @@ def test_evaluate_final_plays_a_runs_last_network(finished_grid, tmp_path):
     assert (row["name"], row["seed"], row["games"], row["env_id"]) == ("dqn_atari", "2", "1", GOOD)
     assert float(row["mean"]) >= 0
     # the run was tracked, and its checkpoint keeps --track; playing it for the CSV starts no W&B run
-    assert not glob.glob(str(out / f"{GOOD}__dqn_atari__2" / "runs" / "*" / "wandb"))
+    played = out / f"{GOOD}__dqn_atari__2" / "runs" / "*"
+    assert not glob.glob(str(played / "wandb")) and not glob.glob(str(played / "runs" / "*-play" / "wandb-run-id"))
 
 
 def test_report_draws_the_runs_and_tabulates_them(finished_grid, tmp_path):
