@@ -1,8 +1,8 @@
 """DQN on CartPole-v1 (or any classic-control env with a Box observation and Discrete actions).
 
 Parent: none. The smallest member of the family: the DQN of Mnih et al. 2015 with an MLP, tuned so that
-`python dqn_cartpole.py` reaches a greedy 500 within 50,000 steps, in about a minute on a CPU (README.md's
-CartPole table has the measured seeds and times).
+`python dqn_cartpole.py` reaches a greedy 500 within 50,000 steps, in about a minute on a CPU (docs/dqn_cartpole.md
+has the measured seeds and times).
 
 Why the defaults differ from CleanRL's dqn.py (which needs about 250,000 steps to hold 500):
   - a 256x256 MLP and Adam at 2e-3 learn the value function fast; training starts after 1,000 steps and
@@ -667,7 +667,8 @@ class Run:
     The schedules (epsilon, PER's beta) span the run's first --total-timesteps, its horizon, whatever N a resume gives:
     an extension never changes what a step's past was, and past the horizon they hold their end values. A refused
     command writes nothing. A stop prints the command that resumes the run; the end says what the checkpoint kept.
-    README.md ("The run's life cycle") has the full table, with what each row prints and where it writes.
+    docs/running.md ("Long runs: checkpoints, --resume, signals, saved agents") has the full table, with what each
+    row prints and where it writes.
     """
 
     def __init__(self, args: Args, given: set[str]):
@@ -772,7 +773,7 @@ class Run:
         import wandb  # only with --track: the scripts run without it
 
         id_file = os.path.join(self.folder, "wandb-run-id")
-        run_id = open(id_file).read().strip() if os.path.isfile(id_file) else os.urandom(4).hex()
+        run_id = open(id_file).read().strip() if os.path.isfile(id_file) else os.urandom(8).hex()
         try:
             wandb.init(
                 project=self.args.wandb_project_name,
@@ -789,7 +790,7 @@ class Run:
                 with contextlib.suppress(OSError):
                     os.rmdir(self.folder)  # still empty: nothing of the run was written
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"--track: W&B did not start: {reason}") from None
+            raise ValueError(f"--track: W&B did not start: {reason} (--no-track runs without it)") from None
         with open(id_file, "w") as f:
             f.write(run_id + "\n")
 

@@ -289,9 +289,8 @@ class LastAction(gym.Wrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self.action = (
-            0  # a reset leaves NOOP as the emulator's previous action: action 0 of the games NoopResetEnv takes
-        )
+        # a reset leaves NOOP as the emulator's previous action: action 0 of the games NoopResetEnv takes
+        self.action = 0
 
     def reset(self, **kwargs):
         self.action = 0
@@ -767,7 +766,9 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
                 progress.learning(step)
                 data = rb.sample(args.batch_size, rng, device)
                 # --bf16: the forward passes in bfloat16 (autocast computes the loss in float32)
-                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                # no weight-cast cache: a cache filled in the no-grad pass would cut the online pass off from its
+                # gradient in PyTorch 2.10 and older (pytorch/pytorch#112583)
+                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16, cache_enabled=False):
                     with torch.no_grad():
                         next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)
                         td_target = double_dqn_target(
@@ -969,7 +970,8 @@ class Run:
     The schedules (epsilon, PER's beta) span the run's first --total-timesteps, its horizon, whatever N a resume gives:
     an extension never changes what a step's past was, and past the horizon they hold their end values. A refused
     command writes nothing. A stop prints the command that resumes the run; the end says what the checkpoint kept.
-    README.md ("The run's life cycle") has the full table, with what each row prints and where it writes.
+    docs/running.md ("Long runs: checkpoints, --resume, signals, saved agents") has the full table, with what each
+    row prints and where it writes.
     """
 
     def __init__(self, args: Args, given: set[str]):
@@ -1074,7 +1076,7 @@ class Run:
         import wandb  # only with --track: the scripts run without it
 
         id_file = os.path.join(self.folder, "wandb-run-id")
-        run_id = open(id_file).read().strip() if os.path.isfile(id_file) else os.urandom(4).hex()
+        run_id = open(id_file).read().strip() if os.path.isfile(id_file) else os.urandom(8).hex()
         try:
             wandb.init(
                 project=self.args.wandb_project_name,
@@ -1091,7 +1093,7 @@ class Run:
                 with contextlib.suppress(OSError):
                     os.rmdir(self.folder)  # still empty: nothing of the run was written
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"--track: W&B did not start: {reason}") from None
+            raise ValueError(f"--track: W&B did not start: {reason} (--no-track runs without it)") from None
         with open(id_file, "w") as f:
             f.write(run_id + "\n")
 
