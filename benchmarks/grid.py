@@ -240,6 +240,14 @@ def main() -> int:
     address = getattr(context, "address_info", {}).get("gcs_address", opts.address)
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     print(f"Ray at {address}: {len(ray.nodes())} node(s), {cpus:g} CPUs, {gpus:g} GPUs", flush=True)
+    if gpus and not opts.gpus_per_run and "--no-cuda" not in script_flags:
+        # the scripts take a GPU by default (--cuda): one Ray did not count would be shared by every run on its node
+        print(
+            "error: the cluster has GPUs and the scripts use one by default, but --gpus-per-run is 0: give "
+            "--gpus-per-run (0.5 shares a GPU between two runs), or --no-cuda after --",
+            file=sys.stderr,
+        )
+        return 2
     stop, signals = StopFlag.remote(), []
 
     def on_signal(signum, frame):  # the first Ctrl-C or SIGTERM stops the runs with checkpoints; a second, at once

@@ -25,7 +25,7 @@ CARTPOLE = "--no-cuda --learning-starts 200 --eval-episodes 0 --checkpoint-frequ
 @pytest.fixture(scope="module")
 def cluster():
     cluster = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    second = cluster.add_node(num_cpus=1, resources=SECOND)
+    second = cluster.add_node(num_cpus=1, num_gpus=1, resources=SECOND)  # a GPU as Ray counts it: none is used
     cluster.wait_for_nodes()
     yield cluster, second.node_id
     cluster.shutdown()
@@ -83,6 +83,16 @@ def test_a_run_stopped_on_the_second_node_resumes_there(cluster, tmp_path):
     assert record["resumed"] and record["command"][1] == "--resume"
     assert f"from step {stopped_at:,}" in (run / "stdout.log").read_text()
     assert json.loads((run / "node.json").read_text())["node_id"] == second_node
+
+
+def test_a_cluster_with_gpus_needs_gpus_per_run_or_no_cuda(cluster, tmp_path):
+    cluster, _ = cluster
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "grid.py"), "--scripts", "dqn_cartpole.py"]
+    command += ["--env-ids", "CartPole-v1", "--seeds", "1", "--out", str(tmp_path), "--address", cluster.address]
+    result = subprocess.run([*command, "--", "--total-timesteps", "500"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: the cluster has GPUs and the scripts use one by default" in result.stderr
+    assert not list(tmp_path.glob("*/run.json"))
 
 
 def test_a_run_that_ends_otherwise_than_143_after_the_stop_signal_has_failed():
