@@ -766,8 +766,8 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
                 progress.learning(step)
                 data = rb.sample(args.batch_size, rng, device)
                 # --bf16: the forward passes in bfloat16 (autocast computes the loss in float32)
-                # no weight-cast cache: a cache filled in the no-grad pass would cut the online pass off from its
-                # gradient in PyTorch 2.10 and older (pytorch/pytorch#112583)
+                # no weight-cast cache: in PyTorch before its fix (pytorch/pytorch#165068, December 2025), a cache
+                # filled in a no-grad pass cut the online network's next pass off from its gradient
                 with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16, cache_enabled=False):
                     with torch.no_grad():
                         next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)

@@ -3,6 +3,9 @@
     python benchmarks/grid.py --scripts dqn_atari.py double_dqn_atari.py --env-ids BreakoutNoFrameskip-v4 \\
         PongNoFrameskip-v4 --seeds 1 2 3 --out grid_runs -- --total-timesteps 300000 --learning-starts 20000 --buffer-size 100000
 
+Where Ray counts GPUs (this machine or a cluster), add --gpus-per-run 1 (or 0.5, two runs to a GPU), or --no-cuda
+after --: the grid refuses to let runs take a GPU Ray does not count.
+
 Everything after `--` goes to every script. Each run lands in `--out/{env_id}__{name}__{seed}/`, where the name is
 the script's (`dqn_atari`) or, with `--tag lr1e-4`, `dqn_atari_lr1e-4`, so that one script under two sets of flags
 gets two sets of runs: its `runs/` folder (TensorBoard events, the model, the checkpoint), `stdout.log` and
@@ -240,10 +243,14 @@ def main() -> int:
     address = getattr(context, "address_info", {}).get("gcs_address", opts.address)
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     print(f"Ray at {address}: {len(ray.nodes())} node(s), {cpus:g} CPUs, {gpus:g} GPUs", flush=True)
-    if gpus and not opts.gpus_per_run and "--no-cuda" not in script_flags:
-        # the scripts take a GPU by default (--cuda): one Ray did not count would be shared by every run on its node
+    # The scripts with a --cuda flag take a GPU by default. One Ray did not count would be shared by every run on its
+    # node (older Ray hides it from such tasks instead, and the runs go to the CPU).
+    cuda_flags = [flag.replace("_", "-") for flag in script_flags if flag.replace("_", "-") in ("--cuda", "--no-cuda")]
+    takes_gpu = not cuda_flags or cuda_flags[-1] == "--cuda"  # the last one given wins
+    with_cuda = [s for s in opts.scripts if "cuda: bool" in open(os.path.join(ROOT, s)).read()]
+    if gpus and not opts.gpus_per_run and takes_gpu and with_cuda:
         print(
-            "error: the cluster has GPUs and the scripts use one by default, but --gpus-per-run is 0: give "
+            f"error: Ray counts GPUs here, and {' '.join(with_cuda)} take one by default, but --gpus-per-run is 0: give "
             "--gpus-per-run (0.5 shares a GPU between two runs), or --no-cuda after --",
             file=sys.stderr,
         )

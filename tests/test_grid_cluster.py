@@ -91,7 +91,7 @@ def test_a_cluster_with_gpus_needs_gpus_per_run_or_no_cuda(cluster, tmp_path):
     command += ["--env-ids", "CartPole-v1", "--seeds", "1", "--out", str(tmp_path), "--address", cluster.address]
     result = subprocess.run([*command, "--", "--total-timesteps", "500"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "error: the cluster has GPUs and the scripts use one by default" in result.stderr
+    assert "error: Ray counts GPUs here, and dqn_cartpole.py take one by default" in result.stderr
     assert not list(tmp_path.glob("*/run.json"))
 
 
