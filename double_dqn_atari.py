@@ -8,36 +8,25 @@ Everything else, defaults included, is the parent's (the paper's tuned run also 
 
     python double_dqn_atari.py --env-id BreakoutNoFrameskip-v4 --cuda
 
-What is here, top to bottom: the arguments, the Atari preprocessing (SB3's wrappers), a video recorder
-built on OpenCV, the Nature CNN, a replay buffer that stores every frame once, evaluation, the loop
-(main), and then the run's life cycle (checkpoints, --resume, signals), which a reader of the algorithm can skip.
-Logs go to runs/{run_name} (`tensorboard --logdir runs`), with CleanRL's scalar names.
+Above the `# Run management` line is the algorithm, top to bottom: the arguments, the Atari preprocessing (SB3's
+wrappers), the Nature CNN, a replay buffer that stores every frame once, evaluation, and the loop (main). Below it
+is what a reader of the algorithm can skip. Logs: runs/{run_name}, with CleanRL's scalar names.
 
 Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies (full text: LICENSE).
 """
 
-import atexit
-import contextlib
-import copy
-import importlib.util
-import multiprocessing
-import multiprocessing.util  # noqa: F401  (its exit handler is registered now: see GracefulStop)
 import os
-import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import ale_py
-import cv2
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
 from stable_baselines3.common.atari_wrappers import (
     ClipRewardEnv,
     EpisodicLifeEnv,
@@ -55,47 +44,38 @@ FRAME_STACK = 4  # an observation is the last 4 frames
 
 @dataclass
 class Args:
+    """The algorithm's flags; the running flags (checkpoints, resume, play, tracking, video) follow them (RunArgs)."""
+
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of the experiment"""
     torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    """set `torch.backends.cudnn.deterministic` (on by default; --no-torch-deterministic turns it off)"""
     cuda: bool = True
     """use the GPU when there is one; without one, say so and run on the CPU"""
-    track: bool = False
-    """mirror the run to Weights & Biases (needs `pip install wandb`): its TensorBoard scalars, its flags, its videos"""
-    wandb_project_name: str = "dqn-family"
-    """the W&B project of --track"""
-    wandb_entity: str | None = None
-    """the W&B entity (team or user) of --track; default: yours"""
-    capture_video: bool = False
-    """record games 0, 1, 8, 27, ... (and the evaluation games) as mp4 files in `videos/{run_name}`"""
-    save_model: bool = False
-    """save the Q-network to `runs/{run_name}/{exp_name}.pt` at the end, or on Ctrl-C"""
-
     env_id: str = "BreakoutNoFrameskip-v4"
     """the id of an Atari game: `*NoFrameskip-v4` (no sticky actions) or `ALE/*-v5` (sticky actions 0.25)"""
     repeat_action_probability: float | None = None
-    """sticky actions: the emulator repeats the agent's previous action with this probability (default: the id's, 0
-    for `*NoFrameskip-v4`, 0.25 for `ALE/*-v5`, as Machado et al. 2018 recommend)"""
+    """sticky actions: the chance the emulator repeats the previous action (None: the id's, 0 for v4, 0.25 for v5)"""
     full_action_space: bool = False
     """use all 18 Atari actions in every game, not the game's minimal set"""
     episodic_life: bool = True
-    """a lost life ends the learning episode (Nature DQN, CleanRL); `--no-episodic-life` ends it at game over only
-    (Machado et al. 2018). The returns logged are whole games either way"""
+    """a lost life ends the learning episode (Nature, CleanRL); --no-episodic-life: game over only (Machado et al.)"""
     total_timesteps: int = 10_000_000
     """total agent steps (each is 4 emulator frames)"""
+    schedule_timesteps: int | None = None
+    """the steps epsilon's schedule is a fraction of (None: --total-timesteps; a resumed or extended run keeps its own)"""
     learning_rate: float = 1e-4
     """the learning rate of the Adam optimizer"""
+    num_envs: int = 1
+    """the number of envs stepping in parallel, each in a process of its own; steps count the transitions of all"""
     buffer_size: int = 1_000_000
     """the replay memory size, in frames: one per transition, plus one per episode start"""
     buffer_device: Literal["cpu", "cuda"] = "cpu"
     """where the replay frames live; `cuda` keeps them on the GPU and saves a host-to-device copy per batch"""
     bf16: bool = False
-    """run the network's forward passes in training (acting, targets, the update) under `torch.autocast` in bfloat16;
-    the weights, the optimizer and the loss stay float32, and evaluation runs in float32. Faster where the CPU or GPU
-    has bfloat16 units; it changes the run's numerics"""
+    """run the training forward passes under bfloat16 autocast (weights, Adam, loss and evaluation stay float32)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     tau: float = 1.0
@@ -109,192 +89,22 @@ class Args:
     end_e: float = 0.01
     """the ending epsilon for exploration"""
     exploration_fraction: float = 0.10
-    """the fraction of `total_timesteps` it takes to go from start_e to end_e (the run's first: an extension keeps it)"""
+    """the fraction of --schedule-timesteps it takes to go from start_e to end_e"""
     learning_starts: int = 80_000
-    """the step at which learning starts (at the earliest --num-envs: once every env has stored a transition)"""
+    """the number of transitions in the replay memory before learning starts (at least one from every env)"""
     train_frequency: int = 4
     """the number of steps between gradient updates"""
-    num_envs: int = 1
-    """the number of envs stepping in parallel, each in a process of its own; steps count the transitions of all"""
     eval_episodes: int = 10
     """whole games played at the end to evaluate the agent (0 to skip)"""
     eval_epsilon: float = 0.05
     """the epsilon of the evaluation games"""
-    checkpoint_frequency: int = 2_000_000
-    """steps between checkpoints of the whole run to `runs/{run_name}/checkpoint.pt`, for --resume (0: none)"""
-    checkpoint_buffer: bool = True
-    """keep the replay memory in checkpoints; without it a resumed run refills it for --learning-starts steps"""
-    keep_final_buffer: bool = False
-    """keep the replay memory in a finished run's last checkpoint too, to extend the run exactly later; by default
-    that checkpoint leaves it out (it is buffer-sized), and an extension refills it"""
-    resume: str | None = None
-    """continue the run in this folder (`runs/{run_name}`) from its checkpoint, with its flags"""
-    load_model: str | None = None
-    """a model saved by --save-model, or a checkpoint, to play with --eval-only"""
-    eval_only: bool = False
-    """play --eval-episodes games with --load-model's agent, without training"""
+
+    def __post_init__(self):
+        if self.schedule_timesteps is None:  # a new run's schedule spans the run; a resumed run's is in its flags
+            self.schedule_timesteps = self.total_timesteps
 
 
-def check_args(args: Args) -> None:
-    """Raise ValueError naming the first argument that cannot work."""
-    for name in (
-        "total_timesteps",
-        "buffer_size",
-        "batch_size",
-        "train_frequency",
-        "target_network_frequency",
-        "num_envs",
-    ):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_episodes", "checkpoint_frequency"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
-    if args.buffer_size < args.batch_size:
-        raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
-    if args.buffer_size < (FRAME_STACK + 1) * args.num_envs:
-        raise ValueError(
-            f"--buffer-size must be at least {FRAME_STACK + 1} per env ({(FRAME_STACK + 1) * args.num_envs}), "
-            f"to hold a stack of frames and the next one"
-        )
-    for name in (
-        "gamma",
-        "start_e",
-        "end_e",
-        "eval_epsilon",
-        "exploration_fraction",
-        "tau",
-        "repeat_action_probability",
-    ):
-        if getattr(args, name) is not None and not 0.0 <= getattr(args, name) <= 1.0:
-            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    if args.learning_rate <= 0:
-        raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
-    if args.eval_only != (args.load_model is not None):
-        raise ValueError("--eval-only and --load-model go together (to continue training a run, use --resume)")
-    if args.eval_only and args.eval_episodes == 0:
-        raise ValueError("--eval-only needs --eval-episodes above 0")
-
-
-# ---------------------------------------------------------------------------------------------------
 # Environment
-
-
-class RecordGames(gym.Wrapper):
-    """Write the raw RGB frames of games 0, 1, 8, 27, ..., 1000, 2000, ... to mp4 files.
-
-    Gymnasium's RecordVideo needs moviepy; OpenCV, which the preprocessing already uses, can write mp4
-    itself. It wraps the emulator directly, so a 'game' here is a whole game, every frame at 60 fps. While `paused`
-    it records nothing: the reset that makes a resumed run's env, undone when its saved state goes back, must not
-    open a file of the run's past again (a resumed run records from its next recorded game on).
-    """
-
-    def __init__(self, env: gym.Env, folder: str):
-        super().__init__(env)
-        self.folder = folder
-        self.games_started = 0
-        self.writer = None
-        self.paused = False
-
-    @staticmethod
-    def is_recorded(game: int) -> bool:
-        # the schedule of gymnasium's RecordVideo: cubes up to 1000, then every 1000th game
-        return round(game ** (1 / 3)) ** 3 == game if game < 1000 else game % 1000 == 0
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self._close_writer()
-        if self.is_recorded(self.games_started) and not self.paused:
-            os.makedirs(self.folder, exist_ok=True)
-            height, width = obs.shape[:2]
-            path, take = os.path.join(self.folder, f"game-{self.games_started}.mp4"), 1
-            while os.path.exists(path):  # never over a file: an extended run's evaluation plays game 0 again
-                take += 1
-                path = os.path.join(self.folder, f"game-{self.games_started}.{take}.mp4")
-            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 60, (width, height))
-        self.games_started += 1
-        self._write(obs)
-        return obs, info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._write(obs)
-        return obs, reward, terminated, truncated, info
-
-    def _write(self, frame: np.ndarray) -> None:
-        if self.writer is not None:
-            self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-
-    def _close_writer(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-
-    def close(self):
-        self._close_writer()
-        super().close()
-
-
-def wrappers(env: gym.Env) -> list[gym.Wrapper]:
-    """env's wrappers, outermost first."""
-    chain = []
-    while isinstance(env, gym.Wrapper):
-        chain.append(env)
-        env = env.env
-    return chain
-
-
-class ReportGamesEndedInReset(gym.Wrapper):
-    """Pass on the record of a game that ended inside reset(), where SB3's wrappers would drop it.
-
-    EpisodicLifeEnv takes a no-op step in reset() after a lost life, and FireResetEnv presses FIRE there; both
-    throw that step's info away. When a time limit lands on such a step, the game ends there and its
-    info["episode"] never reaches the loop. This outermost wrapper sees the game count go up during a reset
-    and hands that game's record to the loop with the next step's info.
-    """
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        [self.stats] = [w for w in wrappers(env) if isinstance(w, gym.wrappers.RecordEpisodeStatistics)]
-        self.pending = []  # records of games that ended in a reset, not yet reported, oldest first
-
-    def reset(self, **kwargs):
-        games_before = self.stats.episode_count
-        obs, info = self.env.reset(**kwargs)
-        for k in range(min(self.stats.episode_count - games_before, len(self.stats.return_queue)), 0, -1):
-            self.pending.append(
-                {"r": self.stats.return_queue[-k], "l": self.stats.length_queue[-k], "t": self.stats.time_queue[-k]}
-            )
-        return obs, info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if self.pending and "episode" not in info:
-            info = {**info, "episode": self.pending.pop(0)}
-        return obs, reward, terminated, truncated, info
-
-
-class LastAction(gym.Wrapper):
-    """The last action sent to the emulator: each frame's, the resets' no-ops and FIRE included.
-
-    With sticky actions the emulator repeats its previous action, which ALE's saved state leaves out; a resumed env
-    puts it back from here (Resumable). One case stays out of reach: when all 4 frames of the last step repeated an
-    older action (probability p^4 for --repeat-action-probability p: 0.4% at 0.25, where the action changed), the
-    emulator remembers that one.
-    """
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        # a reset leaves NOOP as the emulator's previous action: action 0 of the games NoopResetEnv takes
-        self.action = 0
-
-    def reset(self, **kwargs):
-        self.action = 0
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        self.action = int(action)
-        return self.env.step(action)
 
 
 def make_env(args: Args, seed: int, video_folder: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
@@ -302,27 +112,14 @@ def make_env(args: Args, seed: int, video_folder: str | None = None, max_episode
 
     A step is 4 emulator frames (max-pooled over the last two), rewards are clipped to their sign, and a lost life
     ends the learning episode while the game goes on (unless --no-episodic-life); `info["episode"]` reports every whole
-    game. The emulator is the id's, with args' sticky actions and action set: an `ALE/*-v5` id skips frames itself,
-    so it is made with frameskip 1 (MaxAndSkipEnv skips) and keeps its sticky actions and its 108,000-frame limit.
-    `max_episode_steps` (in emulator frames) cuts games shorter, as a truncation.
+    game. An `ALE/*-v5` id is made with frameskip 1 (MaxAndSkipEnv skips) and keeps its sticky actions and its
+    108,000-frame limit. `max_episode_steps` (in emulator frames) cuts games shorter, as a truncation.
     """
-    try:
-        spec = gym.spec(args.env_id)
-    except gym.error.Error as e:
-        raise ValueError(f"unknown --env-id {args.env_id!r}: {str(e).splitlines()[0]}") from None
-    if spec.entry_point != "ale_py.env:AtariEnv":
-        raise ValueError(f"--env-id {args.env_id!r} is not an Atari environment; try BreakoutNoFrameskip-v4")
-    if spec.kwargs.get("frameskip") != 1 and (spec.namespace, spec.version) != ("ALE", 5):
-        raise ValueError(
-            f"--env-id {args.env_id!r} skips frames itself (frameskip={spec.kwargs.get('frameskip')}), and this "
-            f"script skips 4 more; use the NoFrameskip-v4 or the ALE/...-v5 version, e.g. BreakoutNoFrameskip-v4"
-        )
     emulator = {"frameskip": 1, "full_action_space": args.full_action_space}
     if args.repeat_action_probability is not None:
         emulator["repeat_action_probability"] = args.repeat_action_probability
-    env = LastAction(gym.make(args.env_id, max_episode_steps=max_episode_steps, **emulator))
-    if video_folder is not None:
-        env = RecordGames(env, video_folder)
+    env = gym.make(args.env_id, max_episode_steps=max_episode_steps, **emulator)
+    env = emulator_wrappers(env, video_folder)  # below: the videos, and the last action for an exact resume
     env = gym.wrappers.RecordEpisodeStatistics(env)  # below EpisodicLifeEnv, so it sees whole games
     env = NoopResetEnv(env, noop_max=30)
     env = MaxAndSkipEnv(env, skip=4)
@@ -334,37 +131,22 @@ def make_env(args: Args, seed: int, video_folder: str | None = None, max_episode
     env = ClipRewardEnv(env)
     env = gym.wrappers.ReshapeObservation(env, (84, 84))
     env = gym.wrappers.FrameStackObservation(env, FRAME_STACK)  # a new episode starts as 4 copies of its first frame
-    env = ReportGamesEndedInReset(env)
+    env = ReportGamesEndedInReset(env)  # below: a game that ended inside a reset is still reported
     env.action_space.seed(seed)
     return env
 
 
-def make_envs(args: Args, run_name: str, saved_states: list[dict] | None = None) -> gym.vector.AsyncVectorEnv:
-    """--num-envs copies of make_env's env, each stepping in a process of its own, so that the envs step while the
-    network learns: the loop picks the actions, calls step_async, runs the updates due, then step_wait. The actions
-    were picked before those updates, as in a sequential loop; the one difference is that an update cannot sample the
-    transitions whose env steps are in flight. Env k is seeded with --seed + k; env 0 records the videos. A resumed
-    run's envs start in the states its checkpoint saved.
-
-    Autoreset is gymnasium's SAME_STEP: the step that ends an env's episode resets it and returns the next episode's
-    first observation, with the final one in infos["final_obs"]. Every step of every env is then one transition,
-    and none spans two episodes.
-    """
+def make_envs(
+    args: Args, video_folder: str | None = None, saved_states: list | None = None
+) -> gym.vector.AsyncVectorEnv:
+    """--num-envs copies of make_env's env, each stepping in a process of its own while the network learns. Env k is
+    seeded with --seed + k; env 0 records the videos; Resumable (below) saves their states for checkpoints. Autoreset
+    is gymnasium's SAME_STEP: the step that ends an episode resets the env and returns the next episode's first
+    observation, with the final one in infos["final_obs"], so every step of every env is one transition."""
 
     def env_fn(k: int):
-        def make() -> gym.Env:
-            # AsyncVectorEnv also builds env 0 once in this process, only to read its spaces
-            in_worker = multiprocessing.parent_process() is not None
-            if in_worker:  # Ctrl-C reaches the whole process group; stopping is the main process's to do
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            video = f"videos/{run_name}" if args.capture_video and k == 0 and in_worker else None
-            env = Resumable(make_env(args, args.seed + k, video))
-            if saved_states is not None and in_worker:
-                env.restore_state(saved_states[k], seed=args.seed + k)
-            return env
-
-        return make
+        video = video_folder if k == 0 else None
+        return lambda: Resumable(make_env(args, args.seed + k, video), saved_states and saved_states[k], args.seed + k)
 
     return gym.vector.AsyncVectorEnv(
         [env_fn(k) for k in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
@@ -392,7 +174,6 @@ def final_observations(next_obs: np.ndarray, infos: dict) -> np.ndarray:
     return reached
 
 
-# ---------------------------------------------------------------------------------------------------
 # Agent
 
 
@@ -440,7 +221,6 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
     return start_e + (end_e - start_e) * t / duration
 
 
-# ---------------------------------------------------------------------------------------------------
 # Replay buffer
 
 
@@ -466,11 +246,10 @@ class FrameReplayBuffer:
                          what the agent did from o and what followed
         has_next[i]      slot i starts a transition: the next slot of its stream holds the observation that followed o
 
-    Each env writes a stream of its own: stream k owns the slots from k * S to (k + 1) * S - 1 (S = capacity //
-    n_streams) and goes round them in a circle, so a stack never mixes envs. add() takes one transition per env, in
-    the order the agent saw them. An episode's first observation takes a slot of its own; after that each
-    transition adds one slot, its next observation. A truncated episode keeps its final observation, so its last
-    transition bootstraps from it.
+    Each env writes a stream of its own, a circle of capacity // n_streams slots, so a stack never mixes envs. add()
+    takes one transition per env. An episode's first observation takes a slot of its own; after that each transition
+    adds one slot, its next observation, so a truncated episode's last transition bootstraps from its final one.
+    `began` is the step of the first transition: 0, or where a resumed run without its memory refills it.
     """
 
     def __init__(
@@ -490,6 +269,7 @@ class FrameReplayBuffer:
         self.pos = np.zeros(n_streams, dtype=np.int64)  # per stream, the slot written next (counted in the stream)
         self.size = np.zeros(n_streams, dtype=np.int64)  # per stream, slots written so far, at most stream_capacity
         self.continues_episode = np.zeros(n_streams, dtype=np.bool_)  # the next add() starts from the newest slot
+        self.began = 0
 
     def _write_frames(self, streams: np.ndarray, frames: np.ndarray, episode_step: np.ndarray | int) -> None:
         i = self.first_slot[streams] + self.pos[streams]
@@ -524,36 +304,13 @@ class FrameReplayBuffer:
         self.continues_episode = ~(terminated | truncated)
         return i
 
-    def start_streams(self, obs: np.ndarray) -> None:
-        """Begin each stream with its env's observation whole, its 4 frames as the last 4 slots of one episode, so that
-        the stacks of the transitions that follow are what the agent saw (a memory refilled in mid-game, after a
-        resume without it; an episode's first observation is 4 copies of one frame, and comes out the same)."""
+    def start_streams(self, obs: np.ndarray, step: int) -> None:
+        """Begin refilling at `step` in mid-game: each stream starts with its env's observation whole, its 4 frames as
+        the last 4 slots of one episode, so that the stacks of the transitions that follow are what the agent saw."""
         for t in range(FRAME_STACK):
             self._write_frames(np.arange(len(self.pos)), obs[:, t], t)
         self.continues_episode[:] = True
-
-    def _written(self) -> np.ndarray:
-        return np.concatenate([first + np.arange(n) for first, n in zip(self.first_slot, self.size)])
-
-    def state_dict(self) -> dict:
-        """The written slots and where writing goes on, for checkpoints."""
-        full = self.size.sum() == self.capacity
-        written = self._written()
-        arrays = ("episode_step", "actions", "rewards", "terminated", "has_next")
-        return {
-            # a full memory is saved as it is; a gather would copy it all first
-            "frames": self.frames if full else self.frames[torch.from_numpy(written).to(self.frames.device)],
-            **{name: torch.from_numpy(getattr(self, name)[written]) for name in arrays},
-            **{name: torch.from_numpy(getattr(self, name).copy()) for name in ("pos", "size", "continues_episode")},
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("pos", "size", "continues_episode"):
-            getattr(self, name)[:] = state[name].numpy()
-        written = self._written()
-        self.frames[torch.from_numpy(written).to(self.frames.device)] = state["frames"].to(self.frames.device)
-        for name in ("episode_step", "actions", "rewards", "terminated", "has_next"):
-            getattr(self, name)[written] = state[name].numpy()
+        self.began = step
 
     def _is_valid(self, i: np.ndarray) -> np.ndarray:
         # once a stream wraps, its oldest slots' earlier frames may be overwritten by new ones
@@ -615,7 +372,6 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device)
 
 
-# ---------------------------------------------------------------------------------------------------
 # Evaluation
 
 
@@ -641,10 +397,10 @@ def evaluate(
 
 
 def evaluate_and_log(
-    q_network: QNetwork, args: Args, run_name: str, device: torch.device, writer: SummaryWriter
+    q_network: QNetwork, args: Args, device: torch.device, writer: SummaryWriter, video_folder: str | None
 ) -> None:
     """Play --eval-episodes whole games with q_network, log them as `eval/episodic_return` and print them."""
-    eval_env = make_env(args, args.seed + 1, f"videos/{run_name}-eval" if args.capture_video else None)
+    eval_env = make_env(args, args.seed + 1, video_folder)
     scores = evaluate(q_network.eval(), eval_env, args.eval_episodes, args.eval_epsilon, args.seed + 1, device)
     eval_env.close()
     for game, score in enumerate(scores):
@@ -654,79 +410,41 @@ def evaluate_and_log(
     )
 
 
-def pick_device(args: Args) -> tuple[torch.device, torch.device]:
-    """The training device and the replay storage device."""
-    has_gpu = torch.cuda.is_available()
-    if args.cuda and not has_gpu:
-        print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
-    if args.buffer_device == "cuda" and not (args.cuda and has_gpu):
-        raise ValueError("--buffer-device cuda needs --cuda and a CUDA GPU")
-    device = torch.device("cuda" if args.cuda and has_gpu else "cpu")
-    return device, torch.device(args.buffer_device)
-
-
-# ---------------------------------------------------------------------------------------------------
 # Training
 
 
-def main(args: Args, given: set[str] = frozenset()) -> int:
-    """Train (or, with --eval-only, play a saved agent); `given` names the flags set on the command line."""
-    stop = GracefulStop()
-    try:
-        run = Run(args, given)  # new, stopped or finished, and what this command does with it (see Run)
-        if run.finished:  # asked to go on to where it is: nothing to do (Run said so, and how to extend it)
-            return 0
-        args = run.args
-        device, buffer_device = pick_device(args)
-        probe = make_env(args, args.seed)  # an --env-id that cannot work fails here, with one line
-        n_actions, frame_shape = int(probe.action_space.n), probe.observation_space.shape[1:]
-        probe.close()
-        run.fits(n_actions)
-        writer = run.begin(device)  # the run's folder: made only now, so that a refused command leaves nothing
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
+def main(args: Args, run) -> int:
+    """Train (or, with --eval-only, play a saved agent); returns the exit code. `run` is the bookkeeping below the
+    `# Run management` line: the run's folder and log, checkpoints and --resume, signals, the status line."""
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     rng = np.random.default_rng(args.seed)
+    if run.plays:  # --eval-only, or a finished run stopped before its evaluation: play, no training
+        return run.play(QNetwork(run.n_actions).to(device).to(memory_format=torch.channels_last), device)
 
+    envs = make_envs(args, run.video_folder, run.env_states)
+    n_actions = int(envs.single_action_space.n)
     q_network = QNetwork(n_actions).to(device).to(memory_format=torch.channels_last)
     target_network = QNetwork(n_actions).to(device).to(memory_format=torch.channels_last)
     target_network.load_state_dict(q_network.state_dict())
     # the fused Adam kernel updates all parameters in one pass; noticeably faster on CPU too
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
-
-    def final_evaluation() -> None:  # --eval-episodes games, logged and printed
-        evaluate_and_log(q_network, args, run.name, device, writer)
-
-    if args.eval_only or run.evaluation_left:  # play a saved agent (or evaluate a run stopped before it), no training
-        return run.play(q_network, stop, final_evaluation, writer)
-
-    rb = FrameReplayBuffer(args.buffer_size, frame_shape, n_actions, buffer_device, args.num_envs)
+    frame_shape = envs.single_observation_space.shape[1:]
+    rb = FrameReplayBuffer(args.buffer_size, frame_shape, n_actions, torch.device(args.buffer_device), args.num_envs)
     recent_returns = deque(maxlen=20)
-    parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb}  # what checkpoints keep
-    envs = make_envs(args, run.name, run.env_states)
-    # learning starts after --learning-starts steps, and no sooner than every env has stored a transition to draw
-    global_step, learning_starts = run.step, run.learning_start(max(args.learning_starts, args.num_envs))
-    if args.resume:  # back to the checkpoint's step, exactly as the run was then
-        obs = run.restore(q_network, parts, rng, recent_returns)
-        if not run.memory_restored:  # it refills, from the frames of the game in progress
-            rb.start_streams(obs)
-    else:
-        obs, _ = envs.reset(seed=args.seed)  # env k is seeded with --seed + k
+    parts = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer, "replay": rb}
+    # step 0 and the envs' first observations; or, with --resume, the checkpoint's step, with `parts` put back
+    global_step, obs, writer = run.start(envs, device, rng, recent_returns, parts)
+    # learning starts once the memory holds --learning-starts transitions, and no sooner than one from every env
+    learning_starts = rb.began + max(args.learning_starts, args.num_envs)
+    start_step, start_time = global_step, time.time()
 
-    def save_checkpoint(step: int) -> None:
-        with stop.saving():
-            run.save_checkpoint(step, obs, rng, list(envs.call("save_state")), parts, recent_returns, q_network)
-
-    progress = Progress(global_step)  # the status line, and the speed
-    print(f"run {run.name} on {device} from step {global_step:,}; logs in {run.folder}", flush=True)
     # Each pass is one step of every env: --num-envs transitions, numbered global_step, global_step + 1, ...
-    while global_step < args.total_timesteps:
-        if stop.requested():  # Ctrl-C or SIGTERM: stop between two steps, where the run's state is whole
-            break
-        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * run.horizon, global_step)
+    while global_step < args.total_timesteps and not run.stopping():  # Ctrl-C, SIGTERM: stop between two steps
+        epsilon = linear_schedule(
+            args.start_e, args.end_e, args.exploration_fraction * args.schedule_timesteps, global_step
+        )
         # act: epsilon-greedy in every env
         actions = rng.integers(n_actions, size=args.num_envs)
         explore = rng.random(args.num_envs) < epsilon
@@ -745,7 +463,6 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
             if step < learning_starts:
                 continue
             if step % args.train_frequency == 0:
-                progress.learning(step)
                 data = rb.sample(args.batch_size, rng, device)
                 # --bf16: the forward passes in bfloat16 (autocast computes the loss in float32)
                 # no weight-cast cache: in PyTorch before its fix (pytorch/pytorch#165068, December 2025), a cache
@@ -779,26 +496,307 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
             step, loss, q_mean = losses_to_log
             writer.add_scalar("losses/td_loss", loss.item(), step)
             writer.add_scalar("losses/q_values", q_mean.item(), step)
-            writer.add_scalar("charts/SPS", progress.sps(step), step)
+            writer.add_scalar("charts/SPS", int((step - start_step) / (time.time() - start_time)), step)
             writer.add_scalar("charts/epsilon", epsilon, step)
 
         # store: an env whose episode ended has begun the next one; the transition ends at the final observation
         rb.add(obs, actions, rewards, final_observations(next_obs, infos), terminated, truncated)
         obs = next_obs
         global_step += args.num_envs
+        run.step_done(global_step, obs, epsilon, learning_starts)  # the status line, and a checkpoint when one is due
 
-        progress.status(global_step, args.total_timesteps, recent_returns, epsilon)
-        if run.checkpoint_due(global_step):
-            save_checkpoint(global_step)
-    run.loop_ended(global_step, stop, save_checkpoint)  # the last checkpoint, and what to do next
-    envs.close()
-
-    progress.summary(global_step)
-    return run.end(q_network, stop, final_evaluation, writer)
+    # the last checkpoint, the model (--save-model), the evaluation (--eval-episodes), what to do next
+    return run.end(global_step, q_network, device)
 
 
-# ---------------------------------------------------------------------------------------------------
-# The run's life cycle: new, stopped, finished. Bookkeeping only; the algorithm is all above.
+# Run management: input checks, videos, checkpoints and --resume, signals, W&B, the status line. The algorithm is all
+# above; main hands over to what is here in the few lines that name `run`.
+
+import atexit
+import contextlib
+import copy
+import importlib.util
+import multiprocessing
+import multiprocessing.util  # noqa: F401  (its exit handler is registered now: see kill_env_processes)
+import signal
+import sys
+
+import cv2
+import tyro
+
+
+@dataclass
+class RunArgs(Args):
+    """The algorithm's flags (Args), then the running flags: checkpoints, resume, play, tracking, video."""
+
+    checkpoint_frequency: int = 2_000_000
+    """steps between checkpoints of the whole run to `runs/{run_name}/checkpoint.pt`, for --resume (0: none)"""
+    checkpoint_buffer: bool = True
+    """keep the replay memory in checkpoints (--no-checkpoint-buffer: a resumed run refills it first)"""
+    keep_final_buffer: bool = False
+    """keep the replay memory in a finished run's last checkpoint too, to extend the run exactly later"""
+    resume: str | None = None
+    """continue the run in this folder (`runs/{run_name}`) from its checkpoint, with its flags"""
+    load_model: str | None = None
+    """a model saved by --save-model, or a checkpoint, to play with --eval-only"""
+    eval_only: bool = False
+    """play --eval-episodes games with --load-model's agent, without training"""
+    save_model: bool = False
+    """save the Q-network to `runs/{run_name}/{exp_name}.pt` at the end, or on Ctrl-C"""
+    capture_video: bool = False
+    """record games 0, 1, 8, 27, ... and the evaluation games as mp4 files in `videos/{run_name}`"""
+    track: bool = False
+    """mirror the run to Weights & Biases (needs `pip install wandb`): its scalars, its flags, its videos"""
+    wandb_project_name: str = "dqn-family"
+    """the W&B project of --track"""
+    wandb_entity: str | None = None
+    """the W&B entity (team or user) of --track; None: yours"""
+
+
+def check_args(args: RunArgs) -> None:
+    """Raise ValueError naming the first argument that cannot work."""
+    positive = ["total_timesteps", "schedule_timesteps", "num_envs", "buffer_size", "batch_size", "learning_rate"]
+    for name in positive + ["train_frequency", "target_network_frequency"]:
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_starts", "eval_episodes", "checkpoint_frequency"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
+    fractions = ["gamma", "tau", "start_e", "end_e", "exploration_fraction", "eval_epsilon"]
+    for name in fractions + ["repeat_action_probability"]:
+        if getattr(args, name) is not None and not 0.0 <= getattr(args, name) <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.buffer_size < args.batch_size:
+        raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
+    if args.buffer_size < (FRAME_STACK + 1) * args.num_envs:  # a stack and its next frame, in every env's stream
+        raise ValueError(
+            f"--buffer-size must be at least {FRAME_STACK + 1} per env ({(FRAME_STACK + 1) * args.num_envs})"
+        )
+    if args.eval_only != (args.load_model is not None):
+        raise ValueError("--eval-only and --load-model go together (to continue training a run, use --resume)")
+    if args.eval_only and args.eval_episodes == 0:
+        raise ValueError("--eval-only needs --eval-episodes above 0")
+    if args.buffer_device == "cuda" and not (args.cuda and torch.cuda.is_available()):
+        raise ValueError("--buffer-device cuda needs --cuda and a CUDA GPU")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise ValueError("--track needs wandb: pip install wandb")
+    try:
+        spec = gym.spec(args.env_id)
+    except gym.error.Error as e:
+        raise ValueError(f"unknown --env-id {args.env_id!r}: {str(e).splitlines()[0]}") from None
+    if spec.entry_point != "ale_py.env:AtariEnv":
+        raise ValueError(f"--env-id {args.env_id!r} is not an Atari environment; try BreakoutNoFrameskip-v4")
+    if spec.kwargs.get("frameskip") != 1 and (spec.namespace, spec.version) != ("ALE", 5):
+        raise ValueError(f"--env-id {args.env_id!r} skips frames itself; use its NoFrameskip-v4 or ALE/...-v5 version")
+
+
+def emulator_wrappers(env: gym.Env, video_folder: str | None) -> gym.Env:
+    """What make_env puts on the emulator besides the algorithm: LastAction, for --resume, and RecordGames."""
+    return RecordGames(LastAction(env), video_folder) if video_folder else LastAction(env)
+
+
+class LastAction(gym.Wrapper):
+    """The last action sent to the emulator (a reset's no-ops and FIRE too): sticky actions repeat it, and ALE's saved
+    state leaves it out, so Resumable puts it back. Out of reach: a step whose 4 frames all repeated an older action
+    (p^4 at sticky actions p: 0.4% at 0.25, where the action changed); the emulator then remembers that one."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.action = 0  # a reset leaves NOOP as the emulator's previous action
+
+    def reset(self, **kwargs):
+        self.action = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self.action = int(action)
+        return self.env.step(action)
+
+
+class RecordGames(gym.Wrapper):
+    """Write the RGB frames of games 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files, with
+    OpenCV (RecordVideo needs moviepy). While `paused` it opens no file: a resumed env's reset is undone at once."""
+
+    def __init__(self, env: gym.Env, folder: str):
+        super().__init__(env)
+        self.folder, self.games_started, self.writer, self.paused = folder, 0, None, False
+
+    @staticmethod
+    def is_recorded(game: int) -> bool:
+        return round(game ** (1 / 3)) ** 3 == game if game < 1000 else game % 1000 == 0
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.close_writer()
+        game = self.games_started
+        if self.is_recorded(game) and not self.paused:
+            os.makedirs(self.folder, exist_ok=True)
+            path, take = os.path.join(self.folder, f"game-{game}.mp4"), 1
+            while os.path.exists(path):  # never over a file: an extended run's evaluation plays game 0 again
+                path, take = os.path.join(self.folder, f"game-{game}.{take + 1}.mp4"), take + 1
+            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 60, obs.shape[1::-1])
+        self.games_started += 1
+        return self.write(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self.write(obs), reward, terminated, truncated, info
+
+    def write(self, frame: np.ndarray) -> np.ndarray:
+        if self.writer is not None:
+            self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        return frame
+
+    def close_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+    def close(self):
+        self.close_writer()
+        super().close()
+
+
+def wrappers(env: gym.Env) -> list[gym.Wrapper]:
+    """env's wrappers, outermost first."""
+    chain = []
+    while isinstance(env, gym.Wrapper):
+        chain.append(env)
+        env = env.env
+    return chain
+
+
+class ReportGamesEndedInReset(gym.Wrapper):
+    """Pass on the record of a game that ended inside reset(), which SB3's wrappers would drop: EpisodicLifeEnv's
+    no-op and FireResetEnv's FIRE are steps taken in reset(), and a time limit can end the game on one."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        [self.stats] = [w for w in wrappers(env) if isinstance(w, gym.wrappers.RecordEpisodeStatistics)]
+        self.pending = []  # records of games that ended in a reset, not yet reported, oldest first
+
+    def reset(self, **kwargs):
+        games_before, stats = self.stats.episode_count, self.stats
+        obs, info = self.env.reset(**kwargs)
+        for k in range(min(stats.episode_count - games_before, len(stats.return_queue)), 0, -1):
+            self.pending.append({"r": stats.return_queue[-k], "l": stats.length_queue[-k], "t": stats.time_queue[-k]})
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.pending and "episode" not in info:
+            info = {**info, "episode": self.pending.pop(0)}
+        return obs, reward, terminated, truncated, info
+
+
+# What each wrapper carries from one step to the next (the frame stack is saved too: the observation's frames)
+WRAPPER_STATE = {
+    "RecordEpisodeStatistics": ("episode_returns", "episode_lengths", "episode_count"),
+    "EpisodicLifeEnv": ("lives", "was_real_done"),
+    "TimeLimit": ("_elapsed_steps",),
+    "RecordGames": ("games_started",),
+    "ReportGamesEndedInReset": ("pending",),
+    "LastAction": ("action",),
+}
+
+
+class Resumable(gym.Wrapper):
+    """The outermost wrapper of a training env, in its process, which ignores Ctrl-C and SIGTERM (they reach the
+    whole process group; stopping is the main process's to do). It reads out for a checkpoint, and puts back on
+    --resume, all that the env's next steps depend on: the emulator with its RNG and previous action, the no-op and
+    action space RNGs, the frame stack, the wrappers' state."""
+
+    def __init__(self, env: gym.Env, saved_state: dict | None = None, seed: int | None = None):
+        super().__init__(env)
+        if multiprocessing.parent_process() is not None:  # AsyncVectorEnv also makes env 0 here, to read its spaces
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if saved_state is not None:
+                self.restore_state(saved_state, seed)
+
+    def save_state(self) -> dict:
+        state = {
+            "emulator": self.unwrapped.ale.cloneState(include_rng=True).serialize(),
+            "np_random": self.unwrapped.np_random.bit_generator.state,
+            "action_space": self.action_space.np_random.bit_generator.state,
+        }
+        for wrapper in wrappers(self.env):
+            name = type(wrapper).__name__
+            state |= {f"{name}.{a}": getattr(wrapper, a) for a in WRAPPER_STATE.get(name, ())}
+            if isinstance(wrapper, gym.wrappers.FrameStackObservation):
+                state["frame_stack"] = torch.from_numpy(np.stack(wrapper.obs_queue))
+        return state
+
+    def restore_state(self, state: dict, seed: int) -> None:
+        """Put this new env into a saved state. A reset comes first (its wrappers need one), with the videos paused."""
+        recorders = [wrapper for wrapper in wrappers(self.env) if isinstance(wrapper, RecordGames)]
+        for recorder in recorders:  # the games so far, the one in progress counted by the reset (if the run had none)
+            recorder.paused, recorder.games_started = True, state["RecordEpisodeStatistics.episode_count"]
+        self.reset(seed=seed)
+        for _ in range(32):  # the emulator's previous action, which sticky actions repeat; restoreState() undoes these
+            self.unwrapped.step(state["LastAction.action"])
+        self.unwrapped.ale.restoreState(ale_py.ALEState(state["emulator"]))
+        self.unwrapped.np_random.bit_generator.state = state["np_random"]
+        self.action_space.np_random.bit_generator.state = state["action_space"]
+        for recorder in recorders:  # recording goes on from the next recorded game
+            recorder.paused = False
+        for wrapper in wrappers(self.env):
+            for attribute in WRAPPER_STATE.get(type(wrapper).__name__, ()):
+                if (key := f"{type(wrapper).__name__}.{attribute}") in state:  # a run may add or drop videos on resume
+                    setattr(wrapper, attribute, state[key])
+            if isinstance(wrapper, gym.wrappers.FrameStackObservation):
+                wrapper.obs_queue = deque(state["frame_stack"].numpy().copy(), maxlen=FRAME_STACK)
+
+
+class GracefulStop:
+    """How a run ends. The first Ctrl-C (SIGINT) or SIGTERM (Slurm, `timeout`, `docker stop`) only sets `signum`: the
+    loop finishes its step and stops, what was asked is saved, and the script exits with 128 + signum. A second
+    signal, one once `deferring` is off (the final evaluation), or a loop that has not come round within `grace_s`
+    (a hung env) while not `saving`, exits at once. A crash prints its traceback and exits with 1. Every way out
+    kills the env processes, which ignore SIGTERM, with which Python would end them, then wait forever."""
+
+    def __init__(self, grace_s: int = 60):
+        self.signum, self.deferring, self.grace_s, self.saving = None, True, grace_s, False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+        if hasattr(signal, "SIGALRM"):  # the grace timer; Windows has none
+            signal.signal(signal.SIGALRM, self._give_up)
+        # registered after multiprocessing's own exit handler (imported above), so that it runs before it; once
+        atexit.unregister(kill_env_processes)
+        atexit.register(kill_env_processes)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None or not self.deferring:
+            kill_env_processes()  # now: leaving the frame that holds the envs would wait on them first
+            raise SystemExit(128 + signum)
+        self.signum = signum
+        alarm(self.grace_s)
+
+    def _give_up(self, signum, frame):
+        if self.saving:  # a save may take longer than the grace period, and is no hang: look again later
+            return alarm(self.grace_s)
+        print(f"error: the run did not stop within {self.grace_s} s of the signal; exiting unsaved", file=sys.stderr)
+        kill_env_processes()
+        raise SystemExit(128 + (self.signum or signal.SIGTERM))
+
+    def requested(self) -> bool:
+        """Whether a signal asked the run to stop; asked between two steps, which calls off the grace timer."""
+        if self.signum is not None:
+            alarm(0)
+        return self.signum is not None
+
+
+def alarm(seconds: int) -> None:
+    if hasattr(signal, "alarm"):
+        signal.alarm(seconds)
+
+
+def kill_env_processes() -> None:
+    """Kill every child process multiprocessing started: in these scripts, the envs."""
+    alarm(0)
+    for process in multiprocessing.active_children():
+        process.kill()
+
 
 # Flags that a resumed run, or the evaluation of a saved agent, may change: where it runs, how long, what it records
 # and keeps, how it is evaluated. Any other flag would change what the run learns, and must agree with the saved one.
@@ -810,114 +808,25 @@ CHANGEABLE_FLAGS |= COMMAND_FLAGS
 SCRIPT = os.path.basename(__file__)
 
 
-class GracefulStop:
-    """How a run ends. Ctrl-C (SIGINT) and SIGTERM (Slurm preemption, `timeout`, `docker stop`) end it without losing
-    it; a crash ends it at once.
-
-    The first signal only sets `signum`: the training loop finishes its step, stops, and saves what was asked for
-    (the model, a checkpoint); the script then exits with 128 + signum (130, 143). A second signal, or one once
-    `deferring` is off (during the final evaluation), exits at once, and so does a run whose loop has not come round
-    to stop within `grace_s` seconds of the first signal (a hung env, say), unless it is saving (`saving()`), which
-    is progress however long it takes. (The grace timer is SIGALRM's, which Windows lacks.)
-
-    A crash (any exception) prints its traceback and exits with 1. On every way out, env processes still running are
-    killed: they ignore SIGTERM (a stopping run still needs them, to save their states), and SIGTERM is how Python's
-    multiprocessing would end them at exit, before it waits for them, forever.
-    """
-
-    def __init__(self, grace_s: int = 60):
-        self.signum = None  # the first signal received
-        self.deferring = True
-        self.grace_s = grace_s
-        self.busy_saving = False
-        self.timer = hasattr(signal, "SIGALRM")  # not on Windows
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-        if self.timer:
-            signal.signal(signal.SIGALRM, self._give_up)
-        # registered after multiprocessing's own exit handler (imported above), so that it runs before it; once
-        atexit.unregister(GracefulStop._kill_env_processes)
-        atexit.register(GracefulStop._kill_env_processes)
-
-    def _handle(self, signum, frame):
-        if self.signum is None and self.deferring:
-            self.signum = signum
-            if self.timer:
-                signal.alarm(self.grace_s)
-        else:
-            self._exit(128 + signum)
-
-    def _give_up(self, signum, frame):
-        if self.busy_saving:  # look again later
-            signal.alarm(self.grace_s)
-            return
-        print(f"error: the run did not stop within {self.grace_s} s of the signal; exiting unsaved", file=sys.stderr)
-        self._exit(128 + (self.signum or signal.SIGTERM))
-
-    def _exit(self, code: int):
-        self._kill_env_processes()  # now: leaving the frame that holds the envs would wait on them first
-        raise SystemExit(code)
-
-    def requested(self) -> bool:
-        """Whether a signal asked the run to stop. The loop asks between two steps, where the run's state is whole;
-        asking calls off the grace timer."""
-        if self.signum is not None and self.timer:
-            signal.alarm(0)
-        return self.signum is not None
-
-    @contextlib.contextmanager
-    def saving(self):
-        """Around a save: it may take longer than the grace period, and is no hang."""
-        self.busy_saving = True
-        try:
-            yield
-        finally:
-            self.busy_saving = False
-
-    @staticmethod
-    def _kill_env_processes() -> None:  # every child process multiprocessing started: in these scripts, the envs
-        if hasattr(signal, "alarm"):
-            signal.alarm(0)
-        for process in multiprocessing.active_children():
-            process.kill()
-
-
-def flags_given(argv: list[str]) -> set[str]:
-    """The Args fields named on a command line: `--buffer-size 10`, `--buffer-size=10`, `--no-cuda`."""
-    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
-    return {name[3:] if name.startswith("no_") and name[3:] in Args.__dataclass_fields__ else name for name in names}
-
-
-def write_atomically(path: str, contents: dict) -> None:
-    """torch.save to a temp file in the same folder, flushed and fsynced, then renamed over `path`: a kill at any
-    instant leaves either the old file or the new one, complete."""
-    temp = path + ".tmp"
+def write_atomically(path: str, contents: dict, stop: GracefulStop) -> None:
+    """torch.save to a temp file, fsynced, then renamed over `path`: a kill at any instant leaves the old file or the
+    new one, whole, and no temp file (a full disk, a second signal); the folder is fsynced for the rename."""
+    stop.saving = True
     try:
-        with open(temp, "wb") as f:
+        with open(path + ".tmp", "wb") as f:
             torch.save(contents, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:  # a full disk, a second signal: the old file stays, with no half-written one beside it
-        if os.path.exists(temp):
-            os.remove(temp)
+        os.replace(path + ".tmp", path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(path + ".tmp")
         raise
-    folder = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a power loss
     finally:
-        os.close(folder)
-
-
-def saved_file(args: Args, n_actions: int, q_network: nn.Module) -> dict:
-    """What --save-model writes: the weights, and what they are (script, env, number of actions, flags)."""
-    return {
-        "script": SCRIPT,
-        "env_id": args.env_id,
-        "n_actions": int(n_actions),
-        "args": {name: value for name, value in vars(args).items() if name not in COMMAND_FLAGS},
-        "model": q_network.state_dict(),
-    }
+        stop.saving = False
+    folder = os.open(os.path.dirname(path), os.O_RDONLY)
+    os.fsync(folder)
+    os.close(folder)
 
 
 def load_saved(path: str) -> dict:
@@ -935,139 +844,157 @@ def load_saved(path: str) -> dict:
     return saved
 
 
+def part_state(part) -> dict:
+    """A checkpoint's copy of one of the loop's objects: its state_dict() where it has one (networks, optimizer), else
+    its arrays, numbers and lists, and those of the objects it holds (PER's sum tree). The replay memory's frames are
+    its written slots only; a full memory's are saved as they are, with no copy."""
+    if hasattr(part, "state_dict"):
+        return part.state_dict()
+    state = {}
+    for name, value in vars(part).items():
+        if name == "frames" and part.size.sum() < part.capacity:
+            state[name] = value[torch.from_numpy(written_slots(part, part.size)).to(value.device)]
+        elif isinstance(value, (torch.Tensor, bool, int, float)):
+            state[name] = value
+        elif isinstance(value, list):
+            state[name] = list(value)
+        elif isinstance(value, np.ndarray):
+            state[name] = torch.from_numpy(value.copy())
+        elif hasattr(value, "__dict__") and not isinstance(value, np.random.Generator):
+            state[name] = part_state(value)
+    return state
+
+
+def load_part_state(part, state: dict) -> None:
+    """Put back what part_state() saved; the frames in slices, so that a memory on a GPU is never copied there whole."""
+    if hasattr(part, "load_state_dict"):
+        return part.load_state_dict(copy.deepcopy(state))  # copied out of the memory-mapped checkpoint
+    for name, value in state.items():
+        if isinstance(value, dict):
+            load_part_state(getattr(part, name), value)
+        elif isinstance(getattr(part, name), np.ndarray):
+            getattr(part, name)[...] = value.numpy()
+        elif name == "frames":
+            written = written_slots(part, state["size"].numpy())
+            for begin in range(0, len(written), 65536):
+                rows = torch.from_numpy(written[begin : begin + 65536]).to(part.frames.device)
+                part.frames[rows] = value[begin : begin + 65536].to(part.frames.device)
+        else:
+            setattr(part, name, value)
+
+
+def written_slots(rb: FrameReplayBuffer, size: np.ndarray) -> np.ndarray:  # each stream fills its slots in order
+    return np.concatenate([first + np.arange(n) for first, n in zip(rb.first_slot, size)])
+
+
 class Run:
-    """Where a run is in its life, and what each command does with it: the one place that knows.
+    """Where a run is in its life, and what this command does with it. A run's folder, runs/{name}, holds a run that
+    is stopped (its checkpoint.pt has steps left before --total-timesteps) or finished. A command without --resume or
+    --load-model starts a new run in a new folder; --resume RUN goes on from its checkpoint (to a higher
+    --total-timesteps, even when finished; a finished run stopped before its evaluation gets only that); --load-model
+    FILE --eval-only plays a saved agent in runs/{name}-play. A refused command writes nothing. docs/running.md has
+    the whole table: what each row prints and where it writes."""
 
-    A run's folder, runs/{name}, holds a run that is stopped (its checkpoint.pt has steps left before
-    --total-timesteps) or finished (the checkpoint reached them). A command with neither --resume nor --load-model
-    starts a new run, in a new folder. The others:
-
-        command                            on a stopped run                  on a finished run
-        --resume RUN                       goes on from its checkpoint       refused, saying how to extend it
-        --resume RUN --total-timesteps N   goes on, to N                     extends it to N
-        --load-model FILE --eval-only      plays the saved agent (a model or a checkpoint) in a folder of its own,
-                                           runs/{name}-play: never in the training run's folder or its videos
-
-    The schedules (epsilon, PER's beta) span the run's first --total-timesteps, its horizon, whatever N a resume gives:
-    an extension never changes what a step's past was, and past the horizon they hold their end values. A refused
-    command writes nothing. A stop prints the command that resumes the run; the end says what the checkpoint kept.
-    docs/running.md ("Long runs: checkpoints, --resume, signals, saved agents") has the full table, with what each
-    row prints and where it writes.
-    """
-
-    def __init__(self, args: Args, given: set[str]):
-        """The run's flags and state, from this command line (`given`: the flags it names) and the saved file it names;
-        ValueError if they cannot work. Nothing is written until begin()."""
+    def __init__(self, args: RunArgs, stop: GracefulStop):
+        """The run's flags (a saved run's, with what this command line changes) and state; ValueError if they cannot
+        work. The run's folder is made only once every check has passed."""
+        self.stop, self.saved, self.step, self.finished, self.plays = stop, None, 0, False, args.eval_only
         if args.resume and args.load_model:
             raise ValueError("--resume and --load-model do not go together")
-        saved = None
-        if args.resume:
-            path = os.path.join(args.resume, "checkpoint.pt")
-            if not os.path.isdir(args.resume):
-                raise ValueError(f"--resume {args.resume}: no such folder")
-            if not os.path.isfile(path):
-                raise ValueError(f"--resume {args.resume}: no checkpoint.pt there (--checkpoint-frequency 0?)")
-            saved = load_saved(path)
-            if "loop" not in saved:
-                raise ValueError(f"{path} holds a model but not a training loop to resume")
-        elif args.load_model:
-            saved = load_saved(args.load_model)
-        if saved is not None:  # the saved run's flags hold, with those given here
-            for name in sorted(given - CHANGEABLE_FLAGS):
-                if name in saved["args"] and getattr(args, name) != saved["args"][name]:
+        if args.resume and not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
+            what = (
+                "no checkpoint.pt there (--checkpoint-frequency 0?)" if os.path.isdir(args.resume) else "no such folder"
+            )
+            raise ValueError(f"--resume {args.resume}: {what}")
+        if args.resume or args.load_model:
+            self.saved = load_saved(os.path.join(args.resume, "checkpoint.pt") if args.resume else args.load_model)
+            if args.resume and "loop" not in self.saved:
+                raise ValueError(f"{args.resume}/checkpoint.pt holds a model but not a training loop to resume")
+            # the saved run's flags, under those this command line names (parsed again, over them)
+            saved = {
+                name: self.saved["args"][name] for name in self.saved["args"] if name in RunArgs.__dataclass_fields__
+            }
+            saved |= {name: getattr(args, name) for name in COMMAND_FLAGS}
+            args = tyro.cli(RunArgs, default=RunArgs(**saved), description=__doc__.splitlines()[0])
+            for name in sorted(saved.keys() - CHANGEABLE_FLAGS):  # a flag that would change what the run learns
+                if getattr(args, name) != saved[name]:
                     raise ValueError(
                         f"--{name.replace('_', '-')} {getattr(args, name)} would change the saved run, "
-                        f"which has {saved['args'][name]}"
+                        f"which has {saved[name]}"
                     )
-            kept = {name: value for name, value in saved["args"].items() if name in Args.__dataclass_fields__}
-            given = (given | COMMAND_FLAGS) & Args.__dataclass_fields__.keys()
-            args = Args(**{**kept, **{name: getattr(args, name) for name in given}})
         check_args(args)
-        if args.track and importlib.util.find_spec("wandb") is None:
-            raise ValueError("--track needs wandb: pip install wandb")
-        self.args, self.saved = args, saved
-        self.step = saved["loop"]["step"] if args.resume else 0  # where training goes on from
-        self.checkpointed = self.step  # the step of the last checkpoint
-        self.horizon = args.total_timesteps  # the steps the schedules span
-        self.finished = False  # a finished run asked to go on to where it is: nothing to do
-        self.evaluation_left = False  # ... unless it was stopped before its evaluation: that is what is left
+        if args.cuda and not torch.cuda.is_available():
+            print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
+        with contextlib.closing(make_env(args, args.seed)) as probe:  # an --env-id that cannot work fails here
+            self.args, self.n_actions = args, int(probe.action_space.n)
+        if self.saved is not None and self.saved["n_actions"] != self.n_actions:
+            raise ValueError(f"the saved agent has {self.saved['n_actions']} actions, {args.env_id} {self.n_actions}")
         if args.resume:
-            self.horizon = saved["loop"].get("horizon", saved["args"]["total_timesteps"])
-            if args.checkpoint_frequency == 0:
-                raise ValueError(
-                    "--checkpoint-frequency 0 would leave the run's checkpoint behind it; resume with checkpoints"
-                )
-            self.finished = saved["args"]["total_timesteps"] <= args.total_timesteps <= self.step
-            if args.total_timesteps <= self.step and not self.finished:
-                raise ValueError(f"--total-timesteps {args.total_timesteps:,} is not above the {self.step:,} steps run")
-            mark = os.path.join(args.resume, "evaluated")  # the step whose network the evaluation played
-            evaluated = os.path.isfile(mark) and open(mark).read().strip() == str(self.step)
-            if self.finished and args.eval_episodes > 0 and not evaluated:
-                self.finished, self.evaluation_left = False, True
-        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.name = saved["run_name"] if args.resume else name + ("-play" if args.eval_only else "")
-        self.folder = os.path.normpath(args.resume) if args.resume else f"runs/{self.name}"  # begin() may add -2, -3
-        self.checkpoint = f"{self.folder}/checkpoint.pt"
-        # for the envs to start in; copied out of the checkpoint, which is memory-mapped and replaced on disk
-        self.env_states = copy.deepcopy(saved["loop"]["env"]) if args.resume else None
-        self.memory_kept = None  # whether the last checkpoint kept the replay memory
-        extend = f"python {SCRIPT} --resume {self.folder} --total-timesteps N, with N above {self.step:,}"
-        if self.finished:
-            print(f"{self.folder} has finished ({self.step:,} steps): nothing to do. To extend it: {extend}")
-        if self.evaluation_left:
-            print(
-                f"{self.folder} has finished ({self.step:,} steps), but was stopped before its evaluation: evaluating"
-            )
+            self._resume()
+        if not self.finished:
+            self._begin()
 
-    def fits(self, n_actions: int) -> None:
-        """ValueError if the saved agent has another number of actions than the env; else the run keeps the number,
-        for the files it saves."""
-        if self.saved is not None and self.saved["n_actions"] != n_actions:
-            raise ValueError(f"the saved agent has {self.saved['n_actions']} actions, {self.args.env_id} {n_actions}")
-        self.n_actions = n_actions
+    def _resume(self) -> None:
+        """--resume: is the run stopped, or finished, and what does this command ask of it?"""
+        args, self.step, folder = self.args, self.saved["loop"]["step"], os.path.normpath(self.args.resume)
+        if args.checkpoint_frequency == 0:
+            raise ValueError("--checkpoint-frequency 0 would leave the run's checkpoint behind it")
+        self.finished = self.saved["args"]["total_timesteps"] <= args.total_timesteps <= self.step  # to where it is
+        if args.total_timesteps <= self.step and not self.finished:
+            raise ValueError(f"--total-timesteps {args.total_timesteps:,} is not above the {self.step:,} steps run")
+        mark = os.path.join(folder, "evaluated")  # the step whose network the evaluation played
+        self.plays = (
+            self.finished
+            and args.eval_episodes > 0
+            and not (os.path.isfile(mark) and open(mark).read().strip() == str(self.step))
+        )
+        if self.plays:
+            print(f"{folder} has finished ({self.step:,} steps), but was stopped before its evaluation: evaluating")
+        elif self.finished:
+            extend = f"python {SCRIPT} --resume {folder} --total-timesteps N, with N above {self.step:,}"
+            print(f"{folder} has finished ({self.step:,} steps): nothing to do. To extend it: {extend}")
+        self.finished &= not self.plays
 
-    def begin(self, device: torch.device) -> SummaryWriter:
-        """Make the run's folder, once every check has passed, and its TensorBoard writer: a new run logs its flags and
-        the device it runs on; a resumed one hides what the stopped run logged after its checkpoint, so that no step is
-        logged twice."""
-        if self.args.resume:
-            os.makedirs(self.folder, exist_ok=True)
-        else:  # a folder of its own, even beside a run of the same name begun in the same second
-            name, suffix = self.name, 1
-            while not self._made(f"runs/{self.name}"):
-                suffix += 1
-                self.name = f"{name}-{suffix}"
-            self.folder, self.checkpoint = f"runs/{self.name}", f"runs/{self.name}/checkpoint.pt"
-        self.began = time.time()
-        if self.args.track:  # before the writer, whose scalars W&B mirrors
+    def _begin(self) -> None:
+        """The run's folder (a new run's own, even beside one of the same name begun in the same second) and its
+        TensorBoard writer, which for a resumed run hides what the stopped run logged after its checkpoint."""
+        args = self.args
+        self.name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.name = self.saved["run_name"] if args.resume else self.name + ("-play" if args.eval_only else "")
+        self.folder = os.path.normpath(args.resume) if args.resume else f"runs/{self.name}"
+        for suffix in range(2, 100) if not args.resume else ():
+            with contextlib.suppress(FileExistsError):
+                os.makedirs(self.folder)
+                break
+            self.folder = f"runs/{self.name}-{suffix}"
+        self.name, self.checkpoint, self.began = (
+            os.path.basename(self.folder),
+            f"{self.folder}/checkpoint.pt",
+            time.time(),
+        )
+        self.video_folder = f"videos/{self.name}" if args.capture_video else None
+        self.env_states = copy.deepcopy(self.saved["loop"]["env"]) if args.resume and not self.plays else None
+        if args.track:  # before the writer, whose scalars W&B mirrors
             self._track()
-        writer = SummaryWriter(self.folder, purge_step=self.step if self.args.resume else None)
-        if not self.args.resume:
-            flags = {**vars(self.args), "device": device}
-            writer.add_text(
-                "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flags.items())
-            )
-        return writer
+        self.writer = SummaryWriter(self.folder, purge_step=self.step if args.resume else None)
+        if not args.resume:
+            flags = {**vars(args), "device": "cuda" if args.cuda and torch.cuda.is_available() else "cpu"}
+            table = "\n".join(f"|{key}|{value}|" for key, value in flags.items())
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
 
     def _track(self) -> None:
-        """--track: a Weights & Biases run that mirrors this one: its TensorBoard scalars, its flags as the config, its
-        name as in runs/. Its id is kept in the run's folder, so that a resumed run goes on in the same W&B run; the
-        runs of a grid share the group that benchmarks/grid.py puts in $WANDB_RUN_GROUP. W&B failing to start (no
-        login, no network) refuses the command (ValueError), and a new run's folder goes."""
+        """--track: a W&B run that mirrors this one (its scalars, flags and name). Its id is kept in the run's folder,
+        so that a resumed run goes on in it; a grid's runs share the group in $WANDB_RUN_GROUP. W&B failing to start
+        refuses the command (ValueError), and a new run's folder goes."""
         import wandb  # only with --track: the scripts run without it
 
         id_file = os.path.join(self.folder, "wandb-run-id")
         run_id = open(id_file).read().strip() if os.path.isfile(id_file) else os.urandom(8).hex()
         try:
+            where = {"project": self.args.wandb_project_name, "entity": self.args.wandb_entity, "name": self.name}
+            settings = wandb.Settings(finish_timeout=120)  # never wait forever for an upload at the end
             wandb.init(
-                project=self.args.wandb_project_name,
-                entity=self.args.wandb_entity,
-                id=run_id,
-                resume="allow",
-                name=self.name,
-                config=vars(self.args),
-                sync_tensorboard=True,
-                settings=wandb.Settings(finish_timeout=120),  # never wait forever for an upload at the end
+                **where, id=run_id, resume="allow", config=vars(self.args), sync_tensorboard=True, settings=settings
             )
         except Exception as e:  # wandb's errors, and what its service raises when it cannot start
             if not self.args.resume:
@@ -1078,13 +1005,124 @@ class Run:
         with open(id_file, "w") as f:
             f.write(run_id + "\n")
 
-    def _close(self, writer: SummaryWriter, stop: GracefulStop) -> int:
-        """Close the writer, and with --track the W&B run, after uploading the videos this command recorded. Returns
-        the exit code: 0, or 128 + the signal that stopped the run. A W&B that fails here (its service killed by the
-        same signal, say) costs one warning line: the run itself is saved."""
-        writer.close()
-        code = 128 + stop.signum if stop.signum else 0
-        if self.args.track:
+    def start(self, envs, device, rng, recent_returns, parts: dict) -> tuple[int, np.ndarray, SummaryWriter]:
+        """Step 0 and the envs' first observations; or, on --resume, the checkpoint's step and observations, with the
+        RNGs, the recent returns and `parts` put back (the envs' states went back where they were made). And the
+        TensorBoard writer."""
+        self.envs, self.rng, self.recent_returns, self.parts = envs, rng, recent_returns, parts
+        self.memory_kept, self.learning_since, self.last_print, self.checkpointed = None, None, time.time(), self.step
+        if not self.args.resume:
+            self.obs, _ = envs.reset(seed=self.args.seed)  # env k is seeded with --seed + k
+        else:
+            loop = self.saved["loop"]
+            parts["q_network"].load_state_dict(self.saved["model"])
+            for name in parts.keys() & loop.keys():
+                load_part_state(parts[name], loop[name])
+            rng.bit_generator.state, self.obs = loop["rng"], loop["obs"].numpy().copy()
+            torch.set_rng_state(loop["torch_rng"])
+            recent_returns.extend(loop["recent_returns"])
+            if "replay" not in loop:  # it refills, from the frames of the games in progress
+                refill = max(self.args.learning_starts, self.args.num_envs)
+                print(
+                    f"note: the checkpoint has no replay memory; learning resumes after {refill:,} steps",
+                    file=sys.stderr,
+                )
+                parts["replay"].start_streams(self.obs, self.step)
+            self.saved = None  # the old checkpoint, memory-mapped: let it go (its file is replaced at the next one)
+        print(f"run {self.name} on {device} from step {self.step:,}; logs in {self.folder}", flush=True)
+        return self.step, self.obs, self.writer
+
+    def stopping(self) -> bool:
+        """Whether a signal asked the run to stop: asked between two steps, where the run's state is whole."""
+        return self.stop.requested()
+
+    def step_done(self, step: int, obs: np.ndarray, epsilon: float, learning_starts: int) -> None:
+        """After each step: a status line every 10 s, and a checkpoint when one is due."""
+        self.obs = obs
+        if self.learning_since is None and step > learning_starts:
+            self.learning_since = (step, time.time())  # the training phase's speed is counted from here
+        if time.time() - self.last_print > 10:
+            self.last_print, mean = time.time(), np.mean(self.recent_returns) if self.recent_returns else np.nan
+            print(
+                f"step {step:>9,}/{self.args.total_timesteps:,}  SPS {self.sps(step):>5.0f}  "
+                f"return (last {len(self.recent_returns)} games) {mean:>6.1f}  epsilon {epsilon:.3f}",
+                flush=True,
+            )
+        every = self.args.checkpoint_frequency
+        if every > 0 and step // every > self.checkpointed // every:
+            self.save_checkpoint(step)
+
+    def sps(self, step: int, since: tuple | None = None) -> float:
+        first_step, began = since or (self.step, self.began)
+        return (step - first_step) / (time.time() - began)
+
+    def save_checkpoint(self, step: int) -> None:
+        """The whole run after `step` steps: the networks and all that the loop's next steps depend on. The replay
+        memory is left out with --no-checkpoint-buffer, and from a finished run's last checkpoint unless
+        --keep-final-buffer (it is buffer-sized: 6.6 GiB at the Atari default)."""
+        memory = self.args.checkpoint_buffer and (self.args.keep_final_buffer or step < self.args.total_timesteps)
+        loop = {"step": step, "obs": torch.from_numpy(self.obs.copy()), "rng": self.rng.bit_generator.state}
+        loop |= {"torch_rng": torch.get_rng_state(), "env": self.envs.call("save_state")}
+        loop |= {"recent_returns": list(self.recent_returns)}
+        loop |= {name: part_state(part) for name, part in self.parts.items() if name != "q_network"}
+        if not memory:
+            del loop["replay"]
+        write_atomically(self.checkpoint, {**self.file(self.parts["q_network"]), "loop": loop}, self.stop)
+        self.checkpointed, self.memory_kept = step, memory
+
+    def file(self, q_network: nn.Module) -> dict:
+        """What --save-model writes, and a checkpoint too: the weights, and what they are."""
+        flags = {name: value for name, value in vars(self.args).items() if name not in COMMAND_FLAGS}
+        saved = {"script": SCRIPT, "env_id": self.args.env_id, "n_actions": self.n_actions, "args": flags}
+        return {**saved, "run_name": self.name, "model": q_network.state_dict()}
+
+    def end(self, step: int, q_network: nn.Module, device: torch.device) -> int:
+        """After the loop, stopped or finished: the last checkpoint, the speed, what the checkpoint kept and what a
+        next command can do, the model (--save-model), then the evaluation. Returns the exit code."""
+        self.stop.requested()  # the loop has come round: the grace timer, if a signal set it, is done
+        if self.args.checkpoint_frequency and (step != self.checkpointed or not os.path.isfile(self.checkpoint)):
+            self.save_checkpoint(step)
+        self.envs.close()
+        learning = (
+            f", {self.sps(step, self.learning_since):.1f} SPS once learning started" if self.learning_since else ""
+        )
+        print(f"{step - self.step:,} steps in {time.time() - self.began:.1f} s ({self.sps(step):.1f} SPS{learning})")
+        resume, finished = f"python {SCRIPT} --resume {self.folder}", step >= self.args.total_timesteps
+        if self.stop.signum and not finished:
+            where = f"checkpoint in {self.folder}; to go on: {resume}" if self.args.checkpoint_frequency else ""
+            print(
+                f"\ninterrupted at step {step:,}; {where or 'no checkpoint (--checkpoint-frequency 0)'}",
+                file=sys.stderr,
+            )
+        elif self.stop.signum:
+            print(f"\nfinished at step {step:,}, stopped before its evaluation: {resume} runs it", file=sys.stderr)
+        if finished and self.args.checkpoint_frequency:
+            memory = "keeps the replay memory" if self.memory_kept else "leaves the replay memory out"
+            why = "" if self.memory_kept else " (--keep-final-buffer keeps it)" if self.args.checkpoint_buffer else ""
+            print(f"finished; its checkpoint {memory}{why}: {resume} --total-timesteps N extends it")
+        if self.args.save_model:
+            write_atomically(f"{self.folder}/{self.args.exp_name}.pt", self.file(q_network), self.stop)
+            print(f"model saved to {self.folder}/{self.args.exp_name}.pt")
+            self.saved = load_saved(f"{self.folder}/{self.args.exp_name}.pt")  # the evaluation plays it, loaded back
+        self.step = step
+        return self.play(q_network, device)
+
+    def play(self, q_network: nn.Module, device: torch.device) -> int:
+        """The evaluation, then the writer and W&B close: at the end of training, for --load-model FILE --eval-only (the
+        saved agent), or for a finished run stopped before its evaluation (its final network). Returns the exit code."""
+        if self.saved is not None:
+            q_network.load_state_dict(self.saved["model"])
+        self.stop.deferring = False  # from here on, a signal stops at once
+        if self.args.eval_episodes > 0 and not self.stop.signum:
+            evaluate_and_log(
+                q_network, self.args, device, self.writer, self.video_folder and self.video_folder + "-eval"
+            )
+            if not self.args.eval_only:  # a resume then finds the run finished, with nothing left to do
+                with open(f"{self.folder}/evaluated", "w") as f:
+                    f.write(f"{self.step}\n")
+        self.writer.close()
+        code = 128 + self.stop.signum if self.stop.signum else 0
+        if self.args.track:  # the videos this command recorded, then the end of the W&B run; a failure costs a warning
             import wandb
 
             try:
@@ -1095,230 +1133,19 @@ class Run:
                     for path in sorted(videos, key=os.path.getmtime):  # in the order recorded
                         if path.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
                             wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": wandb.Video(path)})
-            except Exception as e:
-                print(f"warning: W&B did not take the videos ({type(e).__name__}: {e})", file=sys.stderr)
-            try:
                 wandb.finish(exit_code=code)
             except Exception as e:
                 print(f"warning: W&B did not finish ({type(e).__name__}: {e}); the run is saved", file=sys.stderr)
         return code
 
-    @staticmethod
-    def _made(folder: str) -> bool:
-        try:
-            os.makedirs(folder)
-            return True
-        except FileExistsError:
-            return False
-
-    def learning_start(self, delay: int) -> int:
-        """The step of the first update: `delay` steps into a new run, or into a resumed one whose checkpoint left
-        the replay memory out (it refills first); else where the stopped run had it."""
-        if not self.args.resume:
-            self.learning_starts = delay
-        elif "replay" in self.saved["loop"]:
-            self.learning_starts = self.saved["loop"].get("learning_starts", delay)
-        else:
-            self.learning_starts = self.step + delay
-            print(f"note: the checkpoint has no replay memory; learning resumes after {delay:,} steps", file=sys.stderr)
-        return self.learning_starts
-
-    def restore(self, q_network: nn.Module, parts: dict, rng: np.random.Generator, recent_returns) -> np.ndarray:
-        """Put the network, the RNGs and each of `parts` back as the checkpoint left them (the envs' states go back where
-        the envs are made); returns the observation to go on from."""
-        loop = self.saved["loop"]
-        q_network.load_state_dict(self.saved["model"])
-        for name, part in parts.items():
-            if name in loop:  # copied out of the memory-mapped file (the memory is copied into its arrays anyway)
-                part.load_state_dict(loop[name] if name == "replay" else copy.deepcopy(loop[name]))
-        rng.bit_generator.state = loop["rng"]
-        torch.set_rng_state(loop["torch_rng"])
-        recent_returns.extend(loop["recent_returns"])
-        self.memory_restored = "replay" in loop
-        self.saved = None  # the old checkpoint, memory-mapped: let it go (its file is replaced at the next one)
-        return loop["obs"].numpy().copy()
-
-    def checkpoint_due(self, step: int) -> bool:
-        frequency = self.args.checkpoint_frequency
-        return frequency > 0 and step // frequency > self.checkpointed // frequency
-
-    def save_checkpoint(
-        self, step: int, obs: np.ndarray, rng, env_state, parts: dict, recent_returns, q_network
-    ) -> None:
-        """The whole run after `step` steps, for --resume: the networks, and all that the loop's next steps depend on
-        (the observation, the RNGs, the envs' state, each of `parts`: target network, optimizer, replay memory, ...).
-        The replay memory is left out with --no-checkpoint-buffer, and from a finished run's last checkpoint unless
-        --keep-final-buffer (it is buffer-sized: 6.6 GiB at the Atari default)."""
-        finished = step >= self.args.total_timesteps
-        memory = self.args.checkpoint_buffer and (self.args.keep_final_buffer or not finished)
-        loop = {
-            "step": step,
-            "horizon": self.horizon,
-            "learning_starts": self.learning_starts,
-            "obs": torch.from_numpy(obs.copy()),
-            "rng": rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "env": env_state,
-            "recent_returns": list(recent_returns),
-            **{name: part.state_dict() for name, part in parts.items() if memory or name != "replay"},
-        }
-        saved = {**saved_file(self.args, self.n_actions, q_network), "run_name": self.name, "loop": loop}
-        write_atomically(self.checkpoint, saved)
-        self.checkpointed, self.memory_kept = step, memory
-
-    def loop_ended(self, step: int, stop: GracefulStop, save_checkpoint) -> None:
-        """Where the loop ended, stopped or finished: the last checkpoint, there."""
-        stop.requested()  # the loop has come round: the grace timer, if a signal set it, is done
-        self.reached = step
-        if self.args.checkpoint_frequency and (step != self.checkpointed or not os.path.isfile(self.checkpoint)):
-            save_checkpoint(step)
-
-    def end(self, q_network: nn.Module, stop: GracefulStop, evaluate, writer: SummaryWriter) -> int:
-        """After training: a line that says what the checkpoint kept and what a next command can do with it, the model
-        (--save-model), then the evaluation of a run that was not stopped. Returns the exit code: 0, or 128 + the
-        signal that stopped the run."""
-        resume = f"python {SCRIPT} --resume {self.folder}"
-        finished = self.reached >= self.args.total_timesteps
-        if stop.signum and not finished:
-            where = f"checkpoint in {self.folder}; to go on: {resume}" if self.args.checkpoint_frequency else ""
-            print(
-                f"\ninterrupted at step {self.reached:,}; {where or 'no checkpoint (--checkpoint-frequency 0)'}",
-                file=sys.stderr,
-            )
-        elif stop.signum:
-            print(
-                f"\nfinished at step {self.reached:,}, stopped before its evaluation: {resume} runs it", file=sys.stderr
-            )
-        if finished and self.args.checkpoint_frequency:
-            memory = "keeps the replay memory" if self.memory_kept else "leaves the replay memory out"
-            why = "" if self.memory_kept else " (--keep-final-buffer keeps it)" if self.args.checkpoint_buffer else ""
-            print(f"finished; its checkpoint {memory}{why}: {resume} --total-timesteps N extends it")
-
-        if self.args.save_model:
-            model_path = f"{self.folder}/{self.args.exp_name}.pt"
-            with stop.saving():
-                write_atomically(model_path, saved_file(self.args, self.n_actions, q_network))
-            print(f"model saved to {model_path}")
-        if self.args.eval_episodes > 0 and not stop.signum:
-            if self.args.save_model:  # evaluate what was saved, loaded back, so the file is known to work
-                q_network.load_state_dict(load_saved(model_path)["model"])
-            stop.deferring = False  # from here on, a signal stops at once
-            evaluate()
-            self._evaluated()
-        return self._close(writer, stop)
-
-    def _evaluated(self) -> None:  # a resume then finds the run finished, with nothing left to do
-        with open(f"{self.folder}/evaluated", "w") as f:
-            f.write(f"{self.step if self.evaluation_left else self.reached}\n")
-
-    def play(self, q_network: nn.Module, stop: GracefulStop, evaluate, writer: SummaryWriter) -> int:
-        """--load-model FILE --eval-only: play the saved agent, in a folder of its own. Or the evaluation left to a run
-        that finished but was stopped before it: in the run's folder, with its final network (dqn_cartpole.py's is the
-        best of its greedy checks, kept in the checkpoint)."""
-        best = self.saved["loop"].get("best", {}).get("weights") if self.evaluation_left else None
-        q_network.load_state_dict(best or self.saved["model"])
-        stop.deferring = False
-        if not stop.signum:  # a signal that came while the agent was loading: no games at all
-            evaluate()
-            if self.evaluation_left:
-                self._evaluated()
-        return self._close(writer, stop)
-
-
-class Progress:
-    """What the terminal shows of a run: a status line every 10 s (step, speed, recent return, epsilon), and the speed
-    at the end, overall and once learning started (the training-phase SPS that benchmarks/ compares)."""
-
-    def __init__(self, step: int):
-        self.start_step, self.start_time = step, time.time()
-        self.last_print = self.start_time
-        self.learning_since = None  # (step, time) of the first gradient update
-
-    def sps(self, step: int) -> int:
-        return int((step - self.start_step) / (time.time() - self.start_time))
-
-    def learning(self, step: int) -> None:
-        """Called at each update: the first one starts the training phase's clock."""
-        if self.learning_since is None:
-            self.learning_since = (step, time.time())
-
-    def status(self, step: int, total_steps: int, recent_returns, epsilon: float) -> None:
-        if time.time() - self.last_print > 10:
-            self.last_print = time.time()
-            mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
-            print(
-                f"step {step:>9,}/{total_steps:,}  SPS {self.sps(step):>5}  "
-                f"return (last {len(recent_returns)} games) {mean_return:>6}  epsilon {epsilon:.3f}",
-                flush=True,
-            )
-
-    def summary(self, step: int) -> None:
-        elapsed = time.time() - self.start_time
-        line = f"{step - self.start_step:,} steps in {elapsed:.1f} s ({(step - self.start_step) / elapsed:.1f} SPS"
-        if self.learning_since is not None:
-            first_step, began = self.learning_since
-            line += f", {(step - first_step) / (time.time() - began):.1f} SPS once learning started"
-        print(line + ")")
-
-
-# What each wrapper carries from one step to the next (its other attributes are settings, or scratch each step
-# rewrites); the frame stack, which Resumable saves as well, is the observation's frames
-WRAPPER_STATE = {
-    "RecordEpisodeStatistics": ("episode_returns", "episode_lengths", "episode_count"),
-    "EpisodicLifeEnv": ("lives", "was_real_done"),
-    "TimeLimit": ("_elapsed_steps",),
-    "RecordGames": ("games_started",),
-    "ReportGamesEndedInReset": ("pending",),
-    "LastAction": ("action",),
-}
-
-
-class Resumable(gym.Wrapper):
-    """Reads out, and puts back, what the wrapped env's next steps depend on: the emulator with its RNG and its previous
-    action (which sticky actions repeat), the no-op RNG,
-    the action space's RNG, the frame stack, and the wrappers' state (the game in progress, its lives, records not yet
-    reported). It is the outermost wrapper of the training envs, whose processes run these methods for a checkpoint."""
-
-    def save_state(self) -> dict:
-        state = {
-            "emulator": self.unwrapped.ale.cloneState(include_rng=True).serialize(),
-            "np_random": self.unwrapped.np_random.bit_generator.state,
-            "action_space": self.action_space.np_random.bit_generator.state,
-        }
-        for wrapper in wrappers(self.env):
-            name = type(wrapper).__name__
-            state |= {f"{name}.{a}": getattr(wrapper, a) for a in WRAPPER_STATE.get(name, ())}
-            if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-                state["frame_stack"] = torch.from_numpy(np.stack(wrapper.obs_queue))
-        return state
-
-    def restore_state(self, state: dict, seed: int) -> None:
-        """Put this new env into a saved state. A reset comes first (its wrappers need one), with the videos paused:
-        that game is undone at once."""
-        recorders = [wrapper for wrapper in wrappers(self.env) if isinstance(wrapper, RecordGames)]
-        for recorder in recorders:
-            recorder.paused = True
-            # the games so far (the reset counts the one in progress), for a checkpoint that kept no count of its own
-            recorder.games_started = state["RecordEpisodeStatistics.episode_count"]
-        self.reset(seed=seed)
-        for recorder in recorders:
-            recorder.paused = False
-        if "LastAction.action" in state:  # the emulator's previous action, which sticky actions repeat: its state
-            for _ in range(32):  # leaves it out, and restoreState() undoes these frames (and their RNG draws)
-                self.unwrapped.step(state["LastAction.action"])
-        self.unwrapped.ale.restoreState(ale_py.ALEState(state["emulator"]))
-        self.unwrapped.np_random.bit_generator.state = state["np_random"]
-        self.action_space.np_random.bit_generator.state = state["action_space"]
-        for wrapper in wrappers(self.env):
-            for attribute in WRAPPER_STATE.get(type(wrapper).__name__, ()):
-                if (key := f"{type(wrapper).__name__}.{attribute}") in state:  # a run may add or drop videos on resume
-                    setattr(wrapper, attribute, state[key])
-            if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-                wrapper.obs_queue = deque(state["frame_stack"].numpy().copy(), maxlen=FRAME_STACK)
-
 
 if __name__ == "__main__":
     try:
-        sys.exit(main(tyro.cli(Args), flags_given(sys.argv[1:])))
-    except KeyboardInterrupt:  # before main() takes over the signals: just stop
+        stop = GracefulStop()
+        run = Run(tyro.cli(RunArgs, description=__doc__.splitlines()[0]), stop)
+    except (ValueError, OSError) as e:  # a refused command: one line, and exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:  # before GracefulStop takes over the signals: just stop
         sys.exit(130)
+    sys.exit(0 if run.finished else main(run.args, run))

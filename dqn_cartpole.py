@@ -5,72 +5,49 @@ Parent: none. The smallest member of the family: the DQN of Mnih et al. 2015 wit
 has the measured seeds and times).
 
 Why the defaults differ from CleanRL's dqn.py (which needs about 250,000 steps to hold 500):
-  - a 256x256 MLP and Adam at 2e-3 learn the value function fast; training starts after 1,000 steps and
-    does one update every 4 steps, on batches of 64 (CleanRL: 10,000 steps, every 10, batch 128);
-  - the target network is a running average of the online one (tau 0.02 after each update) instead of
-    a copy every 500 steps, so targets move smoothly;
-  - Double-DQN targets (the online network picks the next action, the target network scores it) remove
-    the overestimation that makes CartPole's Q-values drift once the pole stays up;
+  - a 256x256 MLP and Adam at 2e-3 learn fast; learning starts after 1,000 steps, with one update every 4 steps,
+    on batches of 64 (CleanRL: 10,000 steps, every 10, batch 128);
+  - the target network is a running average of the online one (tau 0.02 after each update), not a copy every 500
+    steps, so targets move smoothly;
+  - Double-DQN targets remove the overestimation that makes CartPole's Q-values drift once the pole stays up;
   - epsilon falls from 1 to 0.02 over the first 5,000 steps (10% of the run): CartPole needs little random
     exploration, and the replay then fills sooner with the agent's own long episodes;
-  - the Huber loss and gradient-norm clipping at 1 bound the step after a rare large TD error, so one bad
-    batch cannot undo a network that already balances the pole;
-  - DQN on CartPole still forgets now and then, so every 5,000 steps 5 greedy episodes check the network,
-    and the best one is kept for the end, as SB3's EvalCallback keeps its best model (--eval-frequency 0
-    keeps the last network instead).
-The episode limit of 500 steps is a truncation: those transitions bootstrap, a fallen pole does not.
-
-Top to bottom: the arguments, the env, the MLP, the replay memory, evaluation, the loop (main), and then the run's
-life cycle (checkpoints, --resume, signals), which a reader of the algorithm can skip.
+  - the Huber loss and gradient-norm clipping at 1 bound the step after a rare large TD error;
+  - DQN on CartPole still forgets now and then, so every 5,000 steps 5 greedy episodes check the network, and the
+    best one is kept for the end, as SB3's EvalCallback keeps its best model (--eval-frequency 0: the last).
+The episode limit of 500 steps is a truncation: those transitions bootstrap, a fallen pole does not. Above the
+`# Run management` line is the algorithm, top to bottom; below it, what a reader of the algorithm can skip.
 
 Copyright (c) 2026 The DQN family authors. MIT License: keep this line in copies (full text: LICENSE).
 """
 
-import atexit
-import contextlib
 import copy
-import importlib.util
-import multiprocessing
-import multiprocessing.util  # noqa: F401  (its exit handler is registered now: see GracefulStop)
 import os
-import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import cv2
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
 class Args:
+    """The algorithm's flags; the running flags (checkpoints, resume, play, tracking, video) follow them (RunArgs)."""
+
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of the experiment"""
     torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    """set `torch.backends.cudnn.deterministic` (on by default; --no-torch-deterministic turns it off)"""
     cuda: bool = True
     """use the GPU when there is one; without one, say so and run on the CPU"""
-    track: bool = False
-    """mirror the run to Weights & Biases (needs `pip install wandb`): its TensorBoard scalars, its flags, its videos"""
-    wandb_project_name: str = "dqn-family"
-    """the W&B project of --track"""
-    wandb_entity: str | None = None
-    """the W&B entity (team or user) of --track; default: yours"""
-    capture_video: bool = False
-    """record episodes 0, 1, 8, 27, ... (and the evaluation episodes) as mp4 files in `videos/{run_name}`"""
-    save_model: bool = False
-    """save the Q-network to `runs/{run_name}/{exp_name}.pt` at the end, or on Ctrl-C"""
-
     env_id: str = "CartPole-v1"
     """the id of a gymnasium environment with a Box observation and Discrete actions"""
     total_timesteps: int = 50_000
@@ -92,7 +69,7 @@ class Args:
     end_e: float = 0.02
     """the ending epsilon for exploration"""
     exploration_fraction: float = 0.1
-    """the fraction of `total_timesteps` it takes to go from start_e to end_e (the run's first: an extension keeps it)"""
+    """the fraction of `total_timesteps` it takes to go from start_e to end_e"""
     learning_starts: int = 1_000
     """the step at which learning starts"""
     train_frequency: int = 4
@@ -100,131 +77,19 @@ class Args:
     max_grad_norm: float = 1.0
     """the gradient-norm clipping threshold"""
     eval_frequency: int = 5_000
-    """steps between greedy checks during training (5 episodes each); the best network so far is kept and used at the end (0: use the last network)"""
+    """steps between greedy checks (5 episodes each); the best network is kept for the end (0: keep the last)"""
     eval_episodes: int = 10
     """greedy episodes played at the end to evaluate the agent (0 to skip)"""
-    checkpoint_frequency: int = 0
-    """steps between checkpoints of the whole run to `runs/{run_name}/checkpoint.pt`, for --resume (0: none)"""
-    checkpoint_buffer: bool = True
-    """keep the replay memory in checkpoints; without it a resumed run refills it for --learning-starts steps"""
-    keep_final_buffer: bool = False
-    """keep the replay memory in a finished run's last checkpoint too, to extend the run exactly later; by default
-    that checkpoint leaves it out (it is buffer-sized), and an extension refills it"""
-    resume: str | None = None
-    """continue the run in this folder (`runs/{run_name}`) from its checkpoint, with its flags"""
-    load_model: str | None = None
-    """a model saved by --save-model, or a checkpoint, to play with --eval-only"""
-    eval_only: bool = False
-    """play --eval-episodes episodes with --load-model's agent, without training"""
-
-
-def check_args(args: Args) -> None:
-    """Raise ValueError naming the first argument that cannot work."""
-    for name in ("total_timesteps", "buffer_size", "batch_size", "train_frequency", "target_network_frequency"):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_frequency", "eval_episodes", "checkpoint_frequency"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
-    if args.buffer_size < args.batch_size:
-        raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
-    for name in ("gamma", "start_e", "end_e", "exploration_fraction", "tau"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    if args.learning_rate <= 0 or args.max_grad_norm <= 0:
-        raise ValueError("--learning-rate and --max-grad-norm must be positive")
-    if args.eval_only != (args.load_model is not None):
-        raise ValueError("--eval-only and --load-model go together (to continue training a run, use --resume)")
-    if args.eval_only and args.eval_episodes == 0:
-        raise ValueError("--eval-only needs --eval-episodes above 0")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Environment
-
-
-class RecordEpisodes(gym.Wrapper):
-    """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... to mp4 files.
-
-    Gymnasium's RecordVideo needs moviepy; OpenCV can write mp4 itself. Rendering classic-control
-    and toy-text environments needs pygame (`pip install pygame`), which this script checks for up front. While
-    `paused` it records nothing (the reset that makes a resumed run's env is undone at once), and its folder is made
-    with its first file.
-    """
-
-    def __init__(self, env: gym.Env, folder: str):
-        super().__init__(env)
-        self.folder = folder
-        self.episodes_started = 0
-        self.writer = None
-        self.paused = False
-
-    @staticmethod
-    def is_recorded(episode: int) -> bool:
-        # the schedule of gymnasium's RecordVideo: cubes up to 1000, then every 1000th episode
-        return round(episode ** (1 / 3)) ** 3 == episode if episode < 1000 else episode % 1000 == 0
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self._close_writer()
-        if self.is_recorded(self.episodes_started) and not self.paused:
-            os.makedirs(self.folder, exist_ok=True)
-            frame = self.env.render()
-            path, take = os.path.join(self.folder, f"episode-{self.episodes_started}.mp4"), 1
-            while os.path.exists(path):  # never over a file: an extended run's evaluation plays episode 0 again
-                take += 1
-                path = os.path.join(self.folder, f"episode-{self.episodes_started}.{take}.mp4")
-            fps = self.env.metadata.get("render_fps", 30)
-            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
-            self._write(frame)
-        self.episodes_started += 1
-        return obs, info
-
-    def step(self, action):
-        result = self.env.step(action)
-        if self.writer is not None:
-            self._write(self.env.render())
-        return result
-
-    def _write(self, frame: np.ndarray) -> None:
-        self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-
-    def _close_writer(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-
-    def close(self):
-        self._close_writer()
-        super().close()
 
 
 def make_env(env_id: str, seed: int, video_folder: str | None = None) -> gym.Env:
     """The environment as gymnasium makes it, with episode statistics in `info["episode"]`."""
+    env = gym.make(env_id, render_mode="rgb_array" if video_folder else None)
     if video_folder is not None:
-        try:
-            import pygame  # noqa: F401  (classic-control rendering needs it)
-        except ImportError:
-            raise ValueError(
-                "--capture-video needs pygame to render classic-control envs: pip install pygame"
-            ) from None
-    try:
-        env = gym.make(env_id, render_mode="rgb_array" if video_folder else None)
-    except gym.error.Error as e:
-        raise ValueError(f"unknown --env-id {env_id!r}: {str(e).splitlines()[0]}") from None
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise ValueError(f"--env-id {env_id!r} has {type(env.action_space).__name__} actions; DQN needs Discrete ones")
-    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
-        raise ValueError(f"--env-id {env_id!r} observations are not a flat Box, which this MLP needs")
-    if video_folder is not None:
-        env = RecordEpisodes(env, video_folder)
+        env = RecordEpisodes(env, video_folder)  # below: the videos
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env.action_space.seed(seed)
     return env
-
-
-# ---------------------------------------------------------------------------------------------------
-# Agent
 
 
 class QNetwork(nn.Module):
@@ -263,10 +128,6 @@ def double_dqn_target(
     return rewards + gamma * next_q_target.gather(-1, next_actions).squeeze(-1) * (1.0 - terminated)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Replay buffer
-
-
 class Batch(NamedTuple):
     obs: torch.Tensor  # float32 (B, obs_dim)
     actions: torch.Tensor  # int64 (B,)
@@ -278,8 +139,6 @@ class Batch(NamedTuple):
 class ReplayBuffer:
     """A circular replay memory of (obs, action, reward, next_obs, terminated), one array per field."""
 
-    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
-
     def __init__(self, capacity: int, obs_dim: int):
         self.capacity = capacity
         self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
@@ -287,38 +146,19 @@ class ReplayBuffer:
         self.actions = np.zeros(capacity, dtype=np.int64)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.float32)
-        self.pos = 0  # the slot written next
-        self.size = 0
+        self.pos, self.size = 0, 0  # the slot written next, the slots written
 
     def add(self, obs, action, reward, next_obs, terminated) -> None:
         i = self.pos
-        self.obs[i], self.actions[i], self.rewards[i], self.next_obs[i], self.terminated[i] = (
-            obs,
-            action,
-            reward,
-            next_obs,
-            terminated,
-        )
+        self.obs[i], self.actions[i], self.rewards[i] = obs, action, reward
+        self.next_obs[i], self.terminated[i] = next_obs, terminated
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
-
-    def state_dict(self) -> dict:  # the written slots and where writing goes on, for checkpoints
-        arrays = {name: torch.from_numpy(getattr(self, name)[: self.size]) for name in self.FIELDS}
-        return {**arrays, "pos": self.pos, "size": self.size}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in self.FIELDS:
-            getattr(self, name)[: state["size"]] = state[name].numpy()
-        self.pos, self.size = state["pos"], state["size"]
 
     def sample(self, batch_size: int, rng: np.random.Generator, device: torch.device) -> Batch:
         i = rng.integers(0, self.size, batch_size)
         fields = (self.obs[i], self.actions[i], self.rewards[i], self.next_obs[i], self.terminated[i])
         return Batch(*(torch.from_numpy(field).to(device) for field in fields))
-
-
-# ---------------------------------------------------------------------------------------------------
-# Evaluation
 
 
 def evaluate(q_network: QNetwork, env: gym.Env, n_episodes: int, seed: int, device: torch.device) -> list[float]:
@@ -345,18 +185,12 @@ class BestNetwork:
         if mean_return >= self.mean_return:  # ties go to the later, longer-trained network
             self.mean_return, self.step, self.weights = mean_return, step, copy.deepcopy(q_network.state_dict())
 
-    def state_dict(self) -> dict:  # for checkpoints
-        return {"mean_return": self.mean_return, "step": self.step, "weights": self.weights}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.mean_return, self.step, self.weights = state["mean_return"], state["step"], state["weights"]
-
 
 def evaluate_and_log(
-    q_network: QNetwork, args: Args, run_name: str, device: torch.device, writer: SummaryWriter
+    q_network: QNetwork, args: Args, device: torch.device, writer: SummaryWriter, video_folder: str | None
 ) -> None:
     """Play --eval-episodes greedy episodes with q_network, log them as `eval/episodic_return` and print them."""
-    eval_env = make_env(args.env_id, args.seed + 1, f"videos/{run_name}-eval" if args.capture_video else None)
+    eval_env = make_env(args.env_id, args.seed + 1, video_folder)
     returns = evaluate(q_network.eval(), eval_env, args.eval_episodes, args.seed + 1, device)
     eval_env.close()
     for episode, episodic_return in enumerate(returns):
@@ -364,35 +198,11 @@ def evaluate_and_log(
     print(f"greedy evaluation over {len(returns)} episodes: mean {np.mean(returns):.1f}, returns {returns}")
 
 
-def pick_device(args: Args) -> torch.device:
-    if args.cuda and not torch.cuda.is_available():
-        print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
-    return torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Training
-
-
-def main(args: Args, given: set[str] = frozenset()) -> int:
-    """Train (or, with --eval-only, play a saved agent); `given` names the flags set on the command line."""
-    stop = GracefulStop()
-    try:
-        run = Run(args, given)  # new, stopped or finished, and what this command does with it (see Run)
-        if run.finished:  # asked to go on to where it is: nothing to do (Run said so, and how to extend it)
-            return 0
-        args = run.args
-        device = pick_device(args)
-        # an --env-id that cannot work (or videos without pygame) fails here, with one line; the probe writes nothing
-        probe = make_env(args.env_id, args.seed, f"videos/{run.name}" if args.capture_video else None)
-        run.fits(probe.action_space.n)
-        probe.close()
-        writer = run.begin(device)  # the run's folder: made only now, so that a refused command leaves nothing
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    env = make_env(args.env_id, args.seed, f"videos/{run.name}" if args.capture_video else None)
+def main(args: Args, run) -> int:
+    """Train (or, with --eval-only, play a saved agent); returns the exit code. `run` is the bookkeeping below the
+    `# Run management` line: the run's folder and log, checkpoints and --resume, signals, the status line."""
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    env = make_env(args.env_id, args.seed, run.video_folder)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(1)  # a network this small only loses to the overhead of more threads
@@ -404,36 +214,20 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
     target_network.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
     rb = ReplayBuffer(args.buffer_size, obs_dim)
-
-    def final_evaluation() -> None:  # --eval-episodes episodes, logged and printed
-        evaluate_and_log(q_network, args, run.name, device, writer)
-
-    if args.eval_only or run.evaluation_left:  # play a saved agent (or evaluate a run stopped before it), no training
-        return run.play(q_network, stop, final_evaluation, writer)
+    if run.plays:  # --eval-only: play a saved agent, no training
+        return run.play(q_network, device)
 
     check_env = make_env(args.env_id, args.seed + 2)  # for the greedy checks during training
     best = BestNetwork()
-    recent_returns = deque(maxlen=20)
-    parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb, "best": best}
-    start_step, learning_starts = run.step, run.learning_start(args.learning_starts)
-    if args.resume:  # back to the checkpoint's step, exactly as the run was then
-        obs = run.restore(q_network, parts, rng, recent_returns)
-        restore_env_state(env, run.env_states, args.seed)
-    else:
-        obs, _ = env.reset(seed=args.seed)
-
-    def save_checkpoint(step: int) -> None:
-        with stop.saving():
-            run.save_checkpoint(step, obs, rng, env_state(env), parts, recent_returns, q_network)
-
+    writer, recent_returns = run.writer, deque(maxlen=20)
+    obs, _ = env.reset(seed=args.seed)
     start_time = time.time()
-    last_print = start_time
-    global_step = start_step
-    print(f"run {run.name} on {device} from step {start_step:,}; logs in {run.folder}", flush=True)
-    for global_step in range(start_step, args.total_timesteps):
-        if stop.requested():  # Ctrl-C or SIGTERM: stop between two steps, where the run's state is whole
+    for global_step in range(args.total_timesteps):
+        if run.stopping():  # Ctrl-C, SIGTERM: stop between two steps
             break
-        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * run.horizon, global_step)
+        epsilon = linear_schedule(
+            args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
+        )
         if rng.random() < epsilon:
             action = int(rng.integers(n_actions))
         else:
@@ -450,7 +244,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
         rb.add(obs, action, reward, next_obs, terminated)  # a truncated next_obs is kept: it bootstraps
         obs = next_obs if not (terminated or truncated) else env.reset()[0]
 
-        if global_step >= learning_starts:
+        if global_step >= args.learning_starts:
             if global_step % args.train_frequency == 0:
                 data = rb.sample(args.batch_size, rng, device)
                 with torch.no_grad():
@@ -472,7 +266,7 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
                 if global_step % 100 == 0:
                     writer.add_scalar("losses/td_loss", loss.item(), global_step)
                     writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
-                    sps = int((global_step - start_step) / (time.time() - start_time))
+                    sps = int(global_step / (time.time() - start_time))
                     writer.add_scalar("charts/SPS", sps, global_step)
                     writer.add_scalar("charts/epsilon", epsilon, global_step)
 
@@ -481,159 +275,126 @@ def main(args: Args, given: set[str] = frozenset()) -> int:
                     for target_param, param in zip(target_network.parameters(), q_network.parameters()):
                         target_param.lerp_(param, args.tau)  # target <- target + tau * (online - target)
 
-        if args.eval_frequency and global_step >= learning_starts and (global_step + 1) % args.eval_frequency == 0:
+        if args.eval_frequency and global_step >= args.learning_starts and (global_step + 1) % args.eval_frequency == 0:
             check_return = float(np.mean(evaluate(q_network, check_env, 5, args.seed + global_step, device)))
             writer.add_scalar("eval/check_return", check_return, global_step)
             best.offer(check_return, global_step, q_network)
-
-        if time.time() - last_print > 5:
-            last_print = time.time()
-            mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
-            print(
-                f"step {global_step:>7,}/{args.total_timesteps:,}  SPS {int((global_step - start_step) / (last_print - start_time)):>5}  "
-                f"return (last {len(recent_returns)} episodes) {mean_return:>6}  epsilon {epsilon:.3f}",
-                flush=True,
-            )
-
-        if run.checkpoint_due(global_step + 1):
-            save_checkpoint(global_step + 1)
+        run.status(global_step, epsilon, recent_returns)  # a line every 5 s
     else:  # the loop ran to its end
         global_step = args.total_timesteps
-    run.loop_ended(global_step, stop, save_checkpoint)  # the last checkpoint, and what to do next
     env.close()
     check_env.close()
-    elapsed = time.time() - start_time
-    print(f"{global_step - start_step:,} steps in {elapsed:.1f} s ({(global_step - start_step) / elapsed:.0f} SPS)")
-    if best.weights is not None:
-        q_network.load_state_dict(best.weights)
-        print(
-            f"keeping the network of step {best.step:,}, the best of the greedy checks (mean {best.mean_return:.1f} over 5 episodes)"
-        )
-
-    return run.end(q_network, stop, final_evaluation, writer)
+    if best.weights is not None:  # the end saves and evaluates the best network of the greedy checks, not the last
+        print(f"keeping the network of step {best.step:,}, the best of the greedy checks (mean {best.mean_return:.1f})")
+    return run.end(global_step, q_network, device, best.weights)
 
 
-# ---------------------------------------------------------------------------------------------------
-# The run's life cycle: new, stopped, finished. Bookkeeping only; the algorithm is all above.
+# Run management: input checks, videos, signals, saving and playing the model, W&B, the status line. The algorithm
+# is all above; main hands over to what is here in the lines that name `run`. A CartPole run takes a minute: it keeps
+# no checkpoints (the Atari scripts' --resume does).
 
-# Flags that a resumed run, or the evaluation of a saved agent, may change: where it runs, how long, what it records
-# and keeps, how it is evaluated. Any other flag would change what the run learns, and must agree with the saved one.
-CHANGEABLE_FLAGS = {"cuda", "buffer_device", "torch_deterministic", "capture_video", "save_model", "total_timesteps"}
-CHANGEABLE_FLAGS |= {"eval_episodes", "eval_epsilon", "checkpoint_frequency", "checkpoint_buffer", "keep_final_buffer"}
-CHANGEABLE_FLAGS |= {"track", "wandb_project_name", "wandb_entity"}
-COMMAND_FLAGS = {"resume", "load_model", "eval_only"}  # what this command does: never taken from a saved file
-CHANGEABLE_FLAGS |= COMMAND_FLAGS
-SCRIPT = os.path.basename(__file__)
+import contextlib
+import importlib.util
+import signal
+import sys
+
+import cv2
+import tyro
 
 
-class GracefulStop:
-    """How a run ends. Ctrl-C (SIGINT) and SIGTERM (Slurm preemption, `timeout`, `docker stop`) end it without losing
-    it; a crash ends it at once.
+@dataclass
+class RunArgs(Args):
+    """The algorithm's flags (Args), then the running flags: play, tracking, video."""
 
-    The first signal only sets `signum`: the training loop finishes its step, stops, and saves what was asked for
-    (the model, a checkpoint); the script then exits with 128 + signum (130, 143). A second signal, or one once
-    `deferring` is off (during the final evaluation), exits at once, and so does a run whose loop has not come round
-    to stop within `grace_s` seconds of the first signal (a hung env, say), unless it is saving (`saving()`), which
-    is progress however long it takes. (The grace timer is SIGALRM's, which Windows lacks.)
+    save_model: bool = False
+    """save the Q-network to `runs/{run_name}/{exp_name}.pt` at the end, or on Ctrl-C"""
+    load_model: str | None = None
+    """a model saved by --save-model, to play with --eval-only"""
+    eval_only: bool = False
+    """play --eval-episodes episodes with --load-model's agent, without training"""
+    capture_video: bool = False
+    """record episodes 0, 1, 8, 27, ... and the evaluation episodes as mp4 files in `videos/{run_name}`"""
+    track: bool = False
+    """mirror the run to Weights & Biases (needs `pip install wandb`): its scalars, its flags, its videos"""
+    wandb_project_name: str = "dqn-family"
+    """the W&B project of --track"""
+    wandb_entity: str | None = None
+    """the W&B entity (team or user) of --track; None: yours"""
 
-    A crash (any exception) prints its traceback and exits with 1. On every way out, env processes still running are
-    killed: they ignore SIGTERM (a stopping run still needs them, to save their states), and SIGTERM is how Python's
-    multiprocessing would end them at exit, before it waits for them, forever.
-    """
 
-    def __init__(self, grace_s: int = 60):
-        self.signum = None  # the first signal received
-        self.deferring = True
-        self.grace_s = grace_s
-        self.busy_saving = False
-        self.timer = hasattr(signal, "SIGALRM")  # not on Windows
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-        if self.timer:
-            signal.signal(signal.SIGALRM, self._give_up)
-        # registered after multiprocessing's own exit handler (imported above), so that it runs before it; once
-        atexit.unregister(GracefulStop._kill_env_processes)
-        atexit.register(GracefulStop._kill_env_processes)
+def check_args(args: RunArgs) -> None:
+    """Raise ValueError naming the first argument that cannot work."""
+    positive = ["total_timesteps", "buffer_size", "batch_size", "learning_rate", "max_grad_norm", "train_frequency"]
+    for name in positive + ["target_network_frequency"]:
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_starts", "eval_frequency", "eval_episodes"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
+    for name in ("gamma", "start_e", "end_e", "exploration_fraction", "tau"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.buffer_size < args.batch_size:
+        raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
+    if args.eval_only != (args.load_model is not None):
+        raise ValueError("--eval-only and --load-model go together")
+    if args.eval_only and args.eval_episodes == 0:
+        raise ValueError("--eval-only needs --eval-episodes above 0")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise ValueError("--track needs wandb: pip install wandb")
+    if args.capture_video and importlib.util.find_spec("pygame") is None:
+        raise ValueError("--capture-video needs pygame to render classic-control envs: pip install pygame")
+    try:
+        env = gym.make(args.env_id)
+    except gym.error.Error as e:
+        raise ValueError(f"unknown --env-id {args.env_id!r}: {str(e).splitlines()[0]}") from None
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise ValueError(f"--env-id {args.env_id!r} has {type(env.action_space).__name__} actions; DQN needs Discrete")
+    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+        raise ValueError(f"--env-id {args.env_id!r} observations are not a flat Box, which this MLP needs")
 
-    def _handle(self, signum, frame):
-        if self.signum is None and self.deferring:
-            self.signum = signum
-            if self.timer:
-                signal.alarm(self.grace_s)
-        else:
-            self._exit(128 + signum)
 
-    def _give_up(self, signum, frame):
-        if self.busy_saving:  # look again later
-            signal.alarm(self.grace_s)
-            return
-        print(f"error: the run did not stop within {self.grace_s} s of the signal; exiting unsaved", file=sys.stderr)
-        self._exit(128 + (self.signum or signal.SIGTERM))
+class RecordEpisodes(gym.Wrapper):
+    """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files,
+    with OpenCV (RecordVideo needs moviepy); rendering these envs needs pygame (`pip install pygame`). While `paused`
+    it opens no file (a resumed env's reset is undone at once); it never writes over a file."""
 
-    def _exit(self, code: int):
-        self._kill_env_processes()  # now: leaving the frame that holds the envs would wait on them first
-        raise SystemExit(code)
-
-    def requested(self) -> bool:
-        """Whether a signal asked the run to stop. The loop asks between two steps, where the run's state is whole;
-        asking calls off the grace timer."""
-        if self.signum is not None and self.timer:
-            signal.alarm(0)
-        return self.signum is not None
-
-    @contextlib.contextmanager
-    def saving(self):
-        """Around a save: it may take longer than the grace period, and is no hang."""
-        self.busy_saving = True
-        try:
-            yield
-        finally:
-            self.busy_saving = False
+    def __init__(self, env: gym.Env, folder: str):
+        super().__init__(env)
+        self.folder, self.episodes_started, self.writer, self.paused = folder, 0, None, False
 
     @staticmethod
-    def _kill_env_processes() -> None:  # every child process multiprocessing started: in these scripts, the envs
-        if hasattr(signal, "alarm"):
-            signal.alarm(0)
-        for process in multiprocessing.active_children():
-            process.kill()
+    def is_recorded(episode: int) -> bool:
+        return round(episode ** (1 / 3)) ** 3 == episode if episode < 1000 else episode % 1000 == 0
 
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.close_writer()
+        if self.is_recorded(episode := self.episodes_started) and not self.paused:
+            os.makedirs(self.folder, exist_ok=True)
+            path, take, frame = os.path.join(self.folder, f"episode-{episode}.mp4"), 1, self.env.render()
+            while os.path.exists(path):  # an extended run's evaluation plays episode 0 again
+                path, take = os.path.join(self.folder, f"episode-{episode}.{take + 1}.mp4"), take + 1
+            fps = self.env.metadata.get("render_fps", 30)
+            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+            self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self.episodes_started += 1
+        return obs, info
 
-def flags_given(argv: list[str]) -> set[str]:
-    """The Args fields named on a command line: `--buffer-size 10`, `--buffer-size=10`, `--no-cuda`."""
-    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
-    return {name[3:] if name.startswith("no_") and name[3:] in Args.__dataclass_fields__ else name for name in names}
+    def step(self, action):
+        result = self.env.step(action)
+        if self.writer is not None:
+            self.writer.write(cv2.cvtColor(self.env.render(), cv2.COLOR_RGB2BGR))
+        return result
 
+    def close_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
 
-def write_atomically(path: str, contents: dict) -> None:
-    """torch.save to a temp file in the same folder, flushed and fsynced, then renamed over `path`: a kill at any
-    instant leaves either the old file or the new one, complete."""
-    temp = path + ".tmp"
-    try:
-        with open(temp, "wb") as f:
-            torch.save(contents, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:  # a full disk, a second signal: the old file stays, with no half-written one beside it
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-    folder = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a power loss
-    finally:
-        os.close(folder)
-
-
-def saved_file(args: Args, n_actions: int, q_network: nn.Module) -> dict:
-    """What --save-model writes: the weights, and what they are (script, env, number of actions, flags)."""
-    return {
-        "script": SCRIPT,
-        "env_id": args.env_id,
-        "n_actions": int(n_actions),
-        "args": {name: value for name, value in vars(args).items() if name not in COMMAND_FLAGS},
-        "model": q_network.state_dict(),
-    }
+    def close(self):
+        self.close_writer()
+        super().close()
 
 
 def load_saved(path: str) -> dict:
@@ -651,156 +412,122 @@ def load_saved(path: str) -> dict:
     return saved
 
 
+class GracefulStop:
+    """The first Ctrl-C (SIGINT) or SIGTERM only sets `signum`: the loop finishes its step and stops, the model is
+    saved if asked, and the script exits with 128 + signum. A second signal, or one once `deferring` is off (the
+    final evaluation), exits at once. A crash prints its traceback and exits with 1."""
+
+    def __init__(self):
+        self.signum, self.deferring = None, True
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None or not self.deferring:
+            raise SystemExit(128 + signum)
+        self.signum = signum
+
+
+SCRIPT = os.path.basename(__file__)
+RUN_FLAGS = {"cuda", "torch_deterministic", "eval_episodes", "load_model", "eval_only", "save_model", "capture_video"}
+RUN_FLAGS |= {"track", "wandb_project_name", "wandb_entity"}  # the flags a saved agent's play may change
+
+
 class Run:
-    """Where a run is in its life, and what each command does with it: the one place that knows.
+    """A new run, in a folder of its own, runs/{run_name}; or, with --load-model FILE --eval-only, the play of a
+    saved agent, with its flags, in runs/{run_name}-play. A refused command writes nothing."""
 
-    A run's folder, runs/{name}, holds a run that is stopped (its checkpoint.pt has steps left before
-    --total-timesteps) or finished (the checkpoint reached them). A command with neither --resume nor --load-model
-    starts a new run, in a new folder. The others:
-
-        command                            on a stopped run                  on a finished run
-        --resume RUN                       goes on from its checkpoint       refused, saying how to extend it
-        --resume RUN --total-timesteps N   goes on, to N                     extends it to N
-        --load-model FILE --eval-only      plays the saved agent (a model or a checkpoint) in a folder of its own,
-                                           runs/{name}-play: never in the training run's folder or its videos
-
-    The schedules (epsilon, PER's beta) span the run's first --total-timesteps, its horizon, whatever N a resume gives:
-    an extension never changes what a step's past was, and past the horizon they hold their end values. A refused
-    command writes nothing. A stop prints the command that resumes the run; the end says what the checkpoint kept.
-    docs/running.md ("Long runs: checkpoints, --resume, signals, saved agents") has the full table, with what each
-    row prints and where it writes.
-    """
-
-    def __init__(self, args: Args, given: set[str]):
-        """The run's flags and state, from this command line (`given`: the flags it names) and the saved file it names;
-        ValueError if they cannot work. Nothing is written until begin()."""
-        if args.resume and args.load_model:
-            raise ValueError("--resume and --load-model do not go together")
-        saved = None
-        if args.resume:
-            path = os.path.join(args.resume, "checkpoint.pt")
-            if not os.path.isdir(args.resume):
-                raise ValueError(f"--resume {args.resume}: no such folder")
-            if not os.path.isfile(path):
-                raise ValueError(f"--resume {args.resume}: no checkpoint.pt there (--checkpoint-frequency 0?)")
-            saved = load_saved(path)
-            if "loop" not in saved:
-                raise ValueError(f"{path} holds a model but not a training loop to resume")
-        elif args.load_model:
-            saved = load_saved(args.load_model)
-        if saved is not None:  # the saved run's flags hold, with those given here
-            for name in sorted(given - CHANGEABLE_FLAGS):
-                if name in saved["args"] and getattr(args, name) != saved["args"][name]:
-                    raise ValueError(
-                        f"--{name.replace('_', '-')} {getattr(args, name)} would change the saved run, "
-                        f"which has {saved['args'][name]}"
-                    )
-            kept = {name: value for name, value in saved["args"].items() if name in Args.__dataclass_fields__}
-            given = (given | COMMAND_FLAGS) & Args.__dataclass_fields__.keys()
-            args = Args(**{**kept, **{name: getattr(args, name) for name in given}})
+    def __init__(self, args: RunArgs, stop: GracefulStop):
+        """The run's flags and folder; ValueError if they cannot work, before anything is written."""
+        self.stop, self.saved, self.plays = stop, None, args.eval_only
+        if args.load_model:
+            self.saved = load_saved(args.load_model)
+            saved = {name: value for name, value in self.saved["args"].items() if name in RunArgs.__dataclass_fields__}
+            saved |= {name: getattr(args, name) for name in ("load_model", "eval_only")}
+            args = tyro.cli(RunArgs, default=RunArgs(**saved), description=__doc__.splitlines()[0])
+            for name in sorted(saved.keys() - RUN_FLAGS):  # the saved flags, under those this command line names
+                if getattr(args, name) != saved[name]:
+                    changed = f"{getattr(args, name)} would change the saved agent, which has {saved[name]}"
+                    raise ValueError(f"--{name.replace('_', '-')} {changed}")
         check_args(args)
-        if args.track and importlib.util.find_spec("wandb") is None:
-            raise ValueError("--track needs wandb: pip install wandb")
-        self.args, self.saved = args, saved
-        self.step = saved["loop"]["step"] if args.resume else 0  # where training goes on from
-        self.checkpointed = self.step  # the step of the last checkpoint
-        self.horizon = args.total_timesteps  # the steps the schedules span
-        self.finished = False  # a finished run asked to go on to where it is: nothing to do
-        self.evaluation_left = False  # ... unless it was stopped before its evaluation: that is what is left
-        if args.resume:
-            self.horizon = saved["loop"].get("horizon", saved["args"]["total_timesteps"])
-            if args.checkpoint_frequency == 0:
-                raise ValueError(
-                    "--checkpoint-frequency 0 would leave the run's checkpoint behind it; resume with checkpoints"
-                )
-            self.finished = saved["args"]["total_timesteps"] <= args.total_timesteps <= self.step
-            if args.total_timesteps <= self.step and not self.finished:
-                raise ValueError(f"--total-timesteps {args.total_timesteps:,} is not above the {self.step:,} steps run")
-            mark = os.path.join(args.resume, "evaluated")  # the step whose network the evaluation played
-            evaluated = os.path.isfile(mark) and open(mark).read().strip() == str(self.step)
-            if self.finished and args.eval_episodes > 0 and not evaluated:
-                self.finished, self.evaluation_left = False, True
+        if args.cuda and not torch.cuda.is_available():
+            print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
+        self.args, self.n_actions = args, int(gym.make(args.env_id).action_space.n)
+        if self.saved is not None and self.saved["n_actions"] != self.n_actions:
+            raise ValueError(f"the saved agent has {self.saved['n_actions']} actions, {args.env_id} {self.n_actions}")
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.name = saved["run_name"] if args.resume else name + ("-play" if args.eval_only else "")
-        self.folder = os.path.normpath(args.resume) if args.resume else f"runs/{self.name}"  # begin() may add -2, -3
-        self.checkpoint = f"{self.folder}/checkpoint.pt"
-        # for the envs to start in; copied out of the checkpoint, which is memory-mapped and replaced on disk
-        self.env_states = copy.deepcopy(saved["loop"]["env"]) if args.resume else None
-        self.memory_kept = None  # whether the last checkpoint kept the replay memory
-        extend = f"python {SCRIPT} --resume {self.folder} --total-timesteps N, with N above {self.step:,}"
-        if self.finished:
-            print(f"{self.folder} has finished ({self.step:,} steps): nothing to do. To extend it: {extend}")
-        if self.evaluation_left:
-            print(
-                f"{self.folder} has finished ({self.step:,} steps), but was stopped before its evaluation: evaluating"
-            )
-
-    def fits(self, n_actions: int) -> None:
-        """ValueError if the saved agent has another number of actions than the env; else the run keeps the number,
-        for the files it saves."""
-        if self.saved is not None and self.saved["n_actions"] != n_actions:
-            raise ValueError(f"the saved agent has {self.saved['n_actions']} actions, {self.args.env_id} {n_actions}")
-        self.n_actions = n_actions
-
-    def begin(self, device: torch.device) -> SummaryWriter:
-        """Make the run's folder, once every check has passed, and its TensorBoard writer: a new run logs its flags and
-        the device it runs on; a resumed one hides what the stopped run logged after its checkpoint, so that no step is
-        logged twice."""
-        if self.args.resume:
-            os.makedirs(self.folder, exist_ok=True)
-        else:  # a folder of its own, even beside a run of the same name begun in the same second
-            name, suffix = self.name, 1
-            while not self._made(f"runs/{self.name}"):
-                suffix += 1
-                self.name = f"{name}-{suffix}"
-            self.folder, self.checkpoint = f"runs/{self.name}", f"runs/{self.name}/checkpoint.pt"
-        self.began = time.time()
-        if self.args.track:  # before the writer, whose scalars W&B mirrors
+        self.folder = f"runs/{name}" + ("-play" if args.eval_only else "")
+        for suffix in range(2, 100):  # a folder of its own, even beside one of the same name begun in the same second
+            with contextlib.suppress(FileExistsError):
+                os.makedirs(self.folder)
+                break
+            self.folder = f"runs/{name}" + ("-play" if args.eval_only else "") + f"-{suffix}"
+        self.name, self.began = os.path.basename(self.folder), time.time()
+        self.video_folder, self.last_print = f"videos/{self.name}" if args.capture_video else None, time.time()
+        if args.track:  # before the writer, whose scalars W&B mirrors
             self._track()
-        writer = SummaryWriter(self.folder, purge_step=self.step if self.args.resume else None)
-        if not self.args.resume:
-            flags = {**vars(self.args), "device": device}
-            writer.add_text(
-                "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flags.items())
-            )
-        return writer
+        self.writer = SummaryWriter(self.folder)
+        flags = {**vars(args), "device": "cuda" if args.cuda and torch.cuda.is_available() else "cpu"}
+        table = "\n".join(f"|{key}|{value}|" for key, value in flags.items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
 
     def _track(self) -> None:
-        """--track: a Weights & Biases run that mirrors this one: its TensorBoard scalars, its flags as the config, its
-        name as in runs/. Its id is kept in the run's folder, so that a resumed run goes on in the same W&B run; the
-        runs of a grid share the group that benchmarks/grid.py puts in $WANDB_RUN_GROUP. W&B failing to start (no
-        login, no network) refuses the command (ValueError), and a new run's folder goes."""
+        """--track: a W&B run that mirrors this one (its scalars, flags and name). W&B failing to start refuses the
+        command, and the run's folder goes."""
         import wandb  # only with --track: the scripts run without it
 
-        id_file = os.path.join(self.folder, "wandb-run-id")
-        run_id = open(id_file).read().strip() if os.path.isfile(id_file) else os.urandom(8).hex()
         try:
-            wandb.init(
-                project=self.args.wandb_project_name,
-                entity=self.args.wandb_entity,
-                id=run_id,
-                resume="allow",
-                name=self.name,
-                config=vars(self.args),
-                sync_tensorboard=True,
-                settings=wandb.Settings(finish_timeout=120),  # never wait forever for an upload at the end
-            )
+            where = {"project": self.args.wandb_project_name, "entity": self.args.wandb_entity, "name": self.name}
+            settings = wandb.Settings(finish_timeout=120)  # never wait forever for an upload at the end
+            wandb.init(**where, config=vars(self.args), sync_tensorboard=True, settings=settings)
         except Exception as e:  # wandb's errors, and what its service raises when it cannot start
-            if not self.args.resume:
-                with contextlib.suppress(OSError):
-                    os.rmdir(self.folder)  # still empty: nothing of the run was written
+            with contextlib.suppress(OSError):
+                os.rmdir(self.folder)  # still empty: nothing of the run was written
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f"--track: W&B did not start: {reason} (--no-track runs without it)") from None
-        with open(id_file, "w") as f:
-            f.write(run_id + "\n")
 
-    def _close(self, writer: SummaryWriter, stop: GracefulStop) -> int:
-        """Close the writer, and with --track the W&B run, after uploading the videos this command recorded. Returns
-        the exit code: 0, or 128 + the signal that stopped the run. A W&B that fails here (its service killed by the
-        same signal, say) costs one warning line: the run itself is saved."""
-        writer.close()
-        code = 128 + stop.signum if stop.signum else 0
-        if self.args.track:
+    def stopping(self) -> bool:
+        """Whether a signal asked the run to stop: asked between two steps."""
+        return self.stop.signum is not None
+
+    def status(self, step: int, epsilon: float, recent_returns) -> None:
+        """A status line every 5 s."""
+        if time.time() - self.last_print > 5:
+            self.last_print, mean = time.time(), np.mean(recent_returns) if recent_returns else np.nan
+            print(
+                f"step {step:>7,}/{self.args.total_timesteps:,}  SPS {step / (time.time() - self.began):>5.0f}  "
+                f"return (last {len(recent_returns)} episodes) {mean:>6.1f}  epsilon {epsilon:.3f}",
+                flush=True,
+            )
+
+    def end(self, step: int, q_network: nn.Module, device: torch.device, keep: dict | None) -> int:
+        """After the loop: the speed, the model (`keep`, the best network, if given), and the evaluation of what was
+        saved, loaded back. Returns the exit code."""
+        print(f"{step:,} steps in {time.time() - self.began:.1f} s ({step / (time.time() - self.began):.0f} SPS)")
+        if self.stop.signum:
+            print(f"\ninterrupted at step {step:,}", file=sys.stderr)
+        q_network.load_state_dict(keep or q_network.state_dict())
+        if self.args.save_model:
+            path = f"{self.folder}/{self.args.exp_name}.pt"
+            flags = {name: value for name, value in vars(self.args).items() if name not in ("load_model", "eval_only")}
+            saved = {"script": SCRIPT, "env_id": self.args.env_id, "n_actions": self.n_actions, "args": flags}
+            torch.save({**saved, "model": q_network.state_dict()}, path)
+            print(f"model saved to {path}")
+            self.saved = load_saved(path)  # the evaluation plays it, loaded back
+        return self.play(q_network, device)
+
+    def play(self, q_network: nn.Module, device: torch.device) -> int:
+        """The evaluation (at the end of training, or of a saved agent), then the writer and W&B close."""
+        if self.saved is not None:
+            q_network.load_state_dict(self.saved["model"])
+        self.stop.deferring = False  # from here on, a signal stops at once
+        if self.args.eval_episodes > 0 and not self.stop.signum:
+            evaluate_and_log(
+                q_network, self.args, device, self.writer, self.video_folder and self.video_folder + "-eval"
+            )
+        self.writer.close()
+        code = 128 + self.stop.signum if self.stop.signum else 0
+        if self.args.track:  # the videos, then the end of the W&B run; a failure costs a warning
             import wandb
 
             try:
@@ -808,201 +535,21 @@ class Run:
                     videos = (
                         [os.path.join(folder, file) for file in os.listdir(folder)] if os.path.isdir(folder) else []
                     )
-                    for path in sorted(videos, key=os.path.getmtime):  # in the order recorded
-                        if path.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
-                            wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": wandb.Video(path)})
-            except Exception as e:
-                print(f"warning: W&B did not take the videos ({type(e).__name__}: {e})", file=sys.stderr)
-            try:
+                    for path in sorted(p for p in videos if p.endswith(".mp4")):
+                        wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": wandb.Video(path)})
                 wandb.finish(exit_code=code)
             except Exception as e:
                 print(f"warning: W&B did not finish ({type(e).__name__}: {e}); the run is saved", file=sys.stderr)
         return code
 
-    @staticmethod
-    def _made(folder: str) -> bool:
-        try:
-            os.makedirs(folder)
-            return True
-        except FileExistsError:
-            return False
-
-    def learning_start(self, delay: int) -> int:
-        """The step of the first update: `delay` steps into a new run, or into a resumed one whose checkpoint left
-        the replay memory out (it refills first); else where the stopped run had it."""
-        if not self.args.resume:
-            self.learning_starts = delay
-        elif "replay" in self.saved["loop"]:
-            self.learning_starts = self.saved["loop"].get("learning_starts", delay)
-        else:
-            self.learning_starts = self.step + delay
-            print(f"note: the checkpoint has no replay memory; learning resumes after {delay:,} steps", file=sys.stderr)
-        return self.learning_starts
-
-    def restore(self, q_network: nn.Module, parts: dict, rng: np.random.Generator, recent_returns) -> np.ndarray:
-        """Put the network, the RNGs and each of `parts` back as the checkpoint left them (the envs' states go back where
-        the envs are made); returns the observation to go on from."""
-        loop = self.saved["loop"]
-        q_network.load_state_dict(self.saved["model"])
-        for name, part in parts.items():
-            if name in loop:  # copied out of the memory-mapped file (the memory is copied into its arrays anyway)
-                part.load_state_dict(loop[name] if name == "replay" else copy.deepcopy(loop[name]))
-        rng.bit_generator.state = loop["rng"]
-        torch.set_rng_state(loop["torch_rng"])
-        recent_returns.extend(loop["recent_returns"])
-        self.memory_restored = "replay" in loop
-        self.saved = None  # the old checkpoint, memory-mapped: let it go (its file is replaced at the next one)
-        return loop["obs"].numpy().copy()
-
-    def checkpoint_due(self, step: int) -> bool:
-        frequency = self.args.checkpoint_frequency
-        return frequency > 0 and step // frequency > self.checkpointed // frequency
-
-    def save_checkpoint(
-        self, step: int, obs: np.ndarray, rng, env_state, parts: dict, recent_returns, q_network
-    ) -> None:
-        """The whole run after `step` steps, for --resume: the networks, and all that the loop's next steps depend on
-        (the observation, the RNGs, the envs' state, each of `parts`: target network, optimizer, replay memory, ...).
-        The replay memory is left out with --no-checkpoint-buffer, and from a finished run's last checkpoint unless
-        --keep-final-buffer (it is buffer-sized: 6.6 GiB at the Atari default)."""
-        finished = step >= self.args.total_timesteps
-        memory = self.args.checkpoint_buffer and (self.args.keep_final_buffer or not finished)
-        loop = {
-            "step": step,
-            "horizon": self.horizon,
-            "learning_starts": self.learning_starts,
-            "obs": torch.from_numpy(obs.copy()),
-            "rng": rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "env": env_state,
-            "recent_returns": list(recent_returns),
-            **{name: part.state_dict() for name, part in parts.items() if memory or name != "replay"},
-        }
-        saved = {**saved_file(self.args, self.n_actions, q_network), "run_name": self.name, "loop": loop}
-        write_atomically(self.checkpoint, saved)
-        self.checkpointed, self.memory_kept = step, memory
-
-    def loop_ended(self, step: int, stop: GracefulStop, save_checkpoint) -> None:
-        """Where the loop ended, stopped or finished: the last checkpoint, there."""
-        stop.requested()  # the loop has come round: the grace timer, if a signal set it, is done
-        self.reached = step
-        if self.args.checkpoint_frequency and (step != self.checkpointed or not os.path.isfile(self.checkpoint)):
-            save_checkpoint(step)
-
-    def end(self, q_network: nn.Module, stop: GracefulStop, evaluate, writer: SummaryWriter) -> int:
-        """After training: a line that says what the checkpoint kept and what a next command can do with it, the model
-        (--save-model), then the evaluation of a run that was not stopped. Returns the exit code: 0, or 128 + the
-        signal that stopped the run."""
-        resume = f"python {SCRIPT} --resume {self.folder}"
-        finished = self.reached >= self.args.total_timesteps
-        if stop.signum and not finished:
-            where = f"checkpoint in {self.folder}; to go on: {resume}" if self.args.checkpoint_frequency else ""
-            print(
-                f"\ninterrupted at step {self.reached:,}; {where or 'no checkpoint (--checkpoint-frequency 0)'}",
-                file=sys.stderr,
-            )
-        elif stop.signum:
-            print(
-                f"\nfinished at step {self.reached:,}, stopped before its evaluation: {resume} runs it", file=sys.stderr
-            )
-        if finished and self.args.checkpoint_frequency:
-            memory = "keeps the replay memory" if self.memory_kept else "leaves the replay memory out"
-            why = "" if self.memory_kept else " (--keep-final-buffer keeps it)" if self.args.checkpoint_buffer else ""
-            print(f"finished; its checkpoint {memory}{why}: {resume} --total-timesteps N extends it")
-
-        if self.args.save_model:
-            model_path = f"{self.folder}/{self.args.exp_name}.pt"
-            with stop.saving():
-                write_atomically(model_path, saved_file(self.args, self.n_actions, q_network))
-            print(f"model saved to {model_path}")
-        if self.args.eval_episodes > 0 and not stop.signum:
-            if self.args.save_model:  # evaluate what was saved, loaded back, so the file is known to work
-                q_network.load_state_dict(load_saved(model_path)["model"])
-            stop.deferring = False  # from here on, a signal stops at once
-            evaluate()
-            self._evaluated()
-        return self._close(writer, stop)
-
-    def _evaluated(self) -> None:  # a resume then finds the run finished, with nothing left to do
-        with open(f"{self.folder}/evaluated", "w") as f:
-            f.write(f"{self.step if self.evaluation_left else self.reached}\n")
-
-    def play(self, q_network: nn.Module, stop: GracefulStop, evaluate, writer: SummaryWriter) -> int:
-        """--load-model FILE --eval-only: play the saved agent, in a folder of its own. Or the evaluation left to a run
-        that finished but was stopped before it: in the run's folder, with its final network (dqn_cartpole.py's is the
-        best of its greedy checks, kept in the checkpoint)."""
-        best = self.saved["loop"].get("best", {}).get("weights") if self.evaluation_left else None
-        q_network.load_state_dict(best or self.saved["model"])
-        stop.deferring = False
-        if not stop.signum:  # a signal that came while the agent was loading: no games at all
-            evaluate()
-            if self.evaluation_left:
-                self._evaluated()
-        return self._close(writer, stop)
-
-
-# What each wrapper carries from one step to the next (its other attributes are settings)
-WRAPPER_STATE = {
-    "RecordEpisodeStatistics": ("episode_returns", "episode_lengths", "episode_count"),
-    "TimeLimit": ("_elapsed_steps",),
-    "RecordEpisodes": ("episodes_started",),
-}
-
-
-def env_state(env: gym.Env) -> dict:
-    """What the env's next steps depend on: the simulator's state (`state`, and CartPole's count of steps past a
-    fall), its RNG and the action space's, and the wrappers' state (the episode in progress, the time limit)."""
-    simulator = {
-        name: getattr(env.unwrapped, name)
-        for name in ("state", "steps_beyond_terminated")
-        if hasattr(env.unwrapped, name)
-    }
-    state = {
-        "simulator": {
-            name: torch.from_numpy(np.array(value)) if name == "state" else value for name, value in simulator.items()
-        },
-        "np_random": env.unwrapped.np_random.bit_generator.state,
-        "action_space": env.action_space.np_random.bit_generator.state,
-    }
-    for wrapper in wrappers(env):
-        state |= {
-            f"{type(wrapper).__name__}.{a}": getattr(wrapper, a) for a in WRAPPER_STATE.get(type(wrapper).__name__, ())
-        }
-    return state
-
-
-def restore_env_state(env: gym.Env, state: dict, seed: int) -> None:
-    """Put a new env into a saved state. A reset comes first (its wrappers need one), with the videos paused: that
-    episode is undone at once."""
-    recorders = [wrapper for wrapper in wrappers(env) if isinstance(wrapper, RecordEpisodes)]
-    for recorder in recorders:
-        recorder.paused = True
-        # the episodes so far (the reset counts the one in progress), for a checkpoint that kept no count of its own
-        recorder.episodes_started = state["RecordEpisodeStatistics.episode_count"]
-    env.reset(seed=seed)
-    for recorder in recorders:
-        recorder.paused = False
-    for name, value in state["simulator"].items():
-        setattr(env.unwrapped, name, value.numpy().copy() if name == "state" else value)
-    env.unwrapped.np_random.bit_generator.state = state["np_random"]
-    env.action_space.np_random.bit_generator.state = state["action_space"]
-    for wrapper in wrappers(env):
-        for attribute in WRAPPER_STATE.get(type(wrapper).__name__, ()):
-            if (key := f"{type(wrapper).__name__}.{attribute}") in state:  # a run may add or drop videos on resume
-                setattr(wrapper, attribute, state[key])
-
-
-def wrappers(env: gym.Env) -> list[gym.Wrapper]:
-    """env's wrappers, outermost first."""
-    chain = []
-    while isinstance(env, gym.Wrapper):
-        chain.append(env)
-        env = env.env
-    return chain
-
 
 if __name__ == "__main__":
     try:
-        sys.exit(main(tyro.cli(Args), flags_given(sys.argv[1:])))
-    except KeyboardInterrupt:  # before main() takes over the signals: just stop
+        stop = GracefulStop()
+        run = Run(tyro.cli(RunArgs, description=__doc__.splitlines()[0]), stop)
+    except (ValueError, OSError) as e:  # a refused command: one line, and exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:  # before GracefulStop takes over the signals: just stop
         sys.exit(130)
+    sys.exit(main(run.args, run))

@@ -23,7 +23,7 @@ def play_and_record(module, capacity, n_steps, max_episode_steps, n_envs=1, seed
     args = module.Args(env_id="BreakoutNoFrameskip-v4", seed=seed, num_envs=n_envs)
     limited = functools.partial(module.make_env, max_episode_steps=max_episode_steps)
     with mock.patch.object(module, "make_env", limited):  # the worker processes are forked with it
-        envs = module.make_envs(args, "test")
+        envs = module.make_envs(args)
     n_actions = alone[0].action_space.n
     if rb is None:
         rb = module.FrameReplayBuffer(capacity, (84, 84), n_actions, torch.device("cpu"), n_envs)
