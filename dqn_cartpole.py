@@ -356,12 +356,11 @@ def check_args(args: RunArgs) -> None:
 
 class RecordEpisodes(gym.Wrapper):
     """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files,
-    with OpenCV (RecordVideo needs moviepy); rendering these envs needs pygame (`pip install pygame`). While `paused`
-    it opens no file (a resumed env's reset is undone at once); it never writes over a file."""
+    with OpenCV (RecordVideo needs moviepy); rendering these envs needs pygame (`pip install pygame`)."""
 
     def __init__(self, env: gym.Env, folder: str):
         super().__init__(env)
-        self.folder, self.episodes_started, self.writer, self.paused = folder, 0, None, False
+        self.folder, self.episodes_started, self.writer = folder, 0, None
 
     @staticmethod
     def is_recorded(episode: int) -> bool:
@@ -370,11 +369,9 @@ class RecordEpisodes(gym.Wrapper):
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self.close_writer()
-        if self.is_recorded(episode := self.episodes_started) and not self.paused:
+        if self.is_recorded(episode := self.episodes_started):
             os.makedirs(self.folder, exist_ok=True)
-            path, take, frame = os.path.join(self.folder, f"episode-{episode}.mp4"), 1, self.env.render()
-            while os.path.exists(path):  # an extended run's evaluation plays episode 0 again
-                path, take = os.path.join(self.folder, f"episode-{episode}.{take + 1}.mp4"), take + 1
+            path, frame = os.path.join(self.folder, f"episode-{episode}.mp4"), self.env.render()
             fps = self.env.metadata.get("render_fps", 30)
             self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
             self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
@@ -470,6 +467,8 @@ class Run:
         flags = {**vars(args), "device": "cuda" if args.cuda and torch.cuda.is_available() else "cpu"}
         table = "\n".join(f"|{key}|{value}|" for key, value in flags.items())
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        if not self.plays:
+            print(f"run {self.name} on {flags['device']} from step 0; logs in {self.folder}", flush=True)
 
     def _track(self) -> None:
         """--track: a W&B run that mirrors this one (its scalars, flags and name). W&B failing to start refuses the

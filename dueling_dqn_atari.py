@@ -95,7 +95,7 @@ class Args:
     exploration_fraction: float = 0.10
     """the fraction of --schedule-timesteps it takes to go from start_e to end_e"""
     learning_starts: int = 80_000
-    """the number of transitions in the replay memory before learning starts (at least one from every env)"""
+    """the steps before learning starts, from where the replay memory began filling (at least --num-envs)"""
     train_frequency: int = 4
     """the number of steps between gradient updates"""
     eval_episodes: int = 10
@@ -482,9 +482,8 @@ def main(args: Args, run) -> int:
                 continue
             if step % args.train_frequency == 0:
                 data = rb.sample(args.batch_size, rng, device)
-                # --bf16: the forward passes in bfloat16 (autocast computes the loss in float32)
-                # no weight-cast cache: in PyTorch before its fix (pytorch/pytorch#165068, December 2025), a cache
-                # filled in a no-grad pass cut the online network's next pass off from its gradient
+                # --bf16: the forward passes in bfloat16 (the loss in float32); no weight-cast cache, which in PyTorch
+                # 2.10 and older cut the online pass off from its gradient (pytorch/pytorch#165068)
                 with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16, cache_enabled=False):
                     with torch.no_grad():
                         next_q_online, next_q_target = q_network(data.next_obs), target_network(data.next_obs)
@@ -805,9 +804,7 @@ class GracefulStop:
         return self.signum is not None
 
 
-def alarm(seconds: int) -> None:
-    if hasattr(signal, "alarm"):
-        signal.alarm(seconds)
+alarm = getattr(signal, "alarm", lambda seconds: 0)  # the grace timer's; Windows has none
 
 
 def kill_env_processes() -> None:
@@ -921,26 +918,20 @@ class Run:
         if args.resume and args.load_model:
             raise ValueError("--resume and --load-model do not go together")
         if args.resume and not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
-            what = (
-                "no checkpoint.pt there (--checkpoint-frequency 0?)" if os.path.isdir(args.resume) else "no such folder"
-            )
-            raise ValueError(f"--resume {args.resume}: {what}")
+            there = "no checkpoint.pt there (--checkpoint-frequency 0?)"
+            raise ValueError(f"--resume {args.resume}: {there if os.path.isdir(args.resume) else 'no such folder'}")
         if args.resume or args.load_model:
             self.saved = load_saved(os.path.join(args.resume, "checkpoint.pt") if args.resume else args.load_model)
             if args.resume and "loop" not in self.saved:
                 raise ValueError(f"{args.resume}/checkpoint.pt holds a model but not a training loop to resume")
             # the saved run's flags, under those this command line names (parsed again, over them)
-            saved = {
-                name: self.saved["args"][name] for name in self.saved["args"] if name in RunArgs.__dataclass_fields__
-            }
+            saved = {name: value for name, value in self.saved["args"].items() if name in RunArgs.__dataclass_fields__}
             saved |= {name: getattr(args, name) for name in COMMAND_FLAGS}
             args = tyro.cli(RunArgs, default=RunArgs(**saved), description=__doc__.splitlines()[0])
             for name in sorted(saved.keys() - CHANGEABLE_FLAGS):  # a flag that would change what the run learns
                 if getattr(args, name) != saved[name]:
-                    raise ValueError(
-                        f"--{name.replace('_', '-')} {getattr(args, name)} would change the saved run, "
-                        f"which has {saved[name]}"
-                    )
+                    changed = f"{getattr(args, name)} would change the saved run, which has {saved[name]}"
+                    raise ValueError(f"--{name.replace('_', '-')} {changed}")
         check_args(args)
         if args.cuda and not torch.cuda.is_available():
             print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
@@ -962,11 +953,8 @@ class Run:
         if args.total_timesteps <= self.step and not self.finished:
             raise ValueError(f"--total-timesteps {args.total_timesteps:,} is not above the {self.step:,} steps run")
         mark = os.path.join(folder, "evaluated")  # the step whose network the evaluation played
-        self.plays = (
-            self.finished
-            and args.eval_episodes > 0
-            and not (os.path.isfile(mark) and open(mark).read().strip() == str(self.step))
-        )
+        evaluated = os.path.isfile(mark) and open(mark).read().strip() == str(self.step)
+        self.plays = self.finished and args.eval_episodes > 0 and not evaluated
         if self.plays:
             print(f"{folder} has finished ({self.step:,} steps), but was stopped before its evaluation: evaluating")
         elif self.finished:
@@ -986,12 +974,8 @@ class Run:
                 os.makedirs(self.folder)
                 break
             self.folder = f"runs/{self.name}-{suffix}"
-        self.name, self.checkpoint, self.began = (
-            os.path.basename(self.folder),
-            f"{self.folder}/checkpoint.pt",
-            time.time(),
-        )
-        self.video_folder = f"videos/{self.name}" if args.capture_video else None
+        self.name, self.checkpoint = os.path.basename(self.folder), f"{self.folder}/checkpoint.pt"
+        self.video_folder, self.began = f"videos/{self.name}" if args.capture_video else None, time.time()
         self.env_states = copy.deepcopy(self.saved["loop"]["env"]) if args.resume and not self.plays else None
         if args.track:  # before the writer, whose scalars W&B mirrors
             self._track()
@@ -1012,9 +996,8 @@ class Run:
         try:
             where = {"project": self.args.wandb_project_name, "entity": self.args.wandb_entity, "name": self.name}
             settings = wandb.Settings(finish_timeout=120)  # never wait forever for an upload at the end
-            wandb.init(
-                **where, id=run_id, resume="allow", config=vars(self.args), sync_tensorboard=True, settings=settings
-            )
+            where |= {"id": run_id, "resume": "allow", "config": vars(self.args), "settings": settings}
+            wandb.init(**where, sync_tensorboard=True)
         except Exception as e:  # wandb's errors, and what its service raises when it cannot start
             if not self.args.resume:
                 with contextlib.suppress(OSError):
@@ -1041,11 +1024,8 @@ class Run:
             torch.set_rng_state(loop["torch_rng"])
             recent_returns.extend(loop["recent_returns"])
             if "replay" not in loop:  # it refills, from the frames of the games in progress
-                refill = max(self.args.learning_starts, self.args.num_envs)
-                print(
-                    f"note: the checkpoint has no replay memory; learning resumes after {refill:,} steps",
-                    file=sys.stderr,
-                )
+                refill = f"learning resumes after {max(self.args.learning_starts, self.args.num_envs):,} steps"
+                print(f"note: the checkpoint has no replay memory; {refill}", file=sys.stderr)
                 parts["replay"].start_streams(self.obs, self.step)
             self.saved = None  # the old checkpoint, memory-mapped: let it go (its file is replaced at the next one)
         print(f"run {self.name} on {device} from step {self.step:,}; logs in {self.folder}", flush=True)
@@ -1102,10 +1082,15 @@ class Run:
         if self.args.checkpoint_frequency and (step != self.checkpointed or not os.path.isfile(self.checkpoint)):
             self.save_checkpoint(step)
         self.envs.close()
-        learning = (
-            f", {self.sps(step, self.learning_since):.1f} SPS once learning started" if self.learning_since else ""
+        speed = f"{step - self.step:,} steps in {time.time() - self.began:.1f} s ({self.sps(step):.1f} SPS"
+        print(
+            speed
+            + (
+                f", {self.sps(step, self.learning_since):.1f} SPS once learning started)"
+                if self.learning_since
+                else ")"
+            )
         )
-        print(f"{step - self.step:,} steps in {time.time() - self.began:.1f} s ({self.sps(step):.1f} SPS{learning})")
         resume, finished = f"python {SCRIPT} --resume {self.folder}", step >= self.args.total_timesteps
         if self.stop.signum and not finished:
             where = f"checkpoint in {self.folder}; to go on: {resume}" if self.args.checkpoint_frequency else ""
@@ -1133,9 +1118,8 @@ class Run:
             q_network.load_state_dict(self.saved["model"])
         self.stop.deferring = False  # from here on, a signal stops at once
         if self.args.eval_episodes > 0 and not self.stop.signum:
-            evaluate_and_log(
-                q_network, self.args, device, self.writer, self.video_folder and self.video_folder + "-eval"
-            )
+            videos = self.video_folder and self.video_folder + "-eval"
+            evaluate_and_log(q_network, self.args, device, self.writer, videos)
             if not self.args.eval_only:  # a resume then finds the run finished, with nothing left to do
                 with open(f"{self.folder}/evaluated", "w") as f:
                     f.write(f"{self.step}\n")
@@ -1146,9 +1130,7 @@ class Run:
 
             try:
                 for folder in (f"videos/{self.name}", f"videos/{self.name}-eval"):
-                    videos = (
-                        [os.path.join(folder, file) for file in os.listdir(folder)] if os.path.isdir(folder) else []
-                    )
+                    videos = [f"{folder}/{file}" for file in os.listdir(folder)] if os.path.isdir(folder) else []
                     for path in sorted(videos, key=os.path.getmtime):  # in the order recorded
                         if path.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
                             wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": wandb.Video(path)})

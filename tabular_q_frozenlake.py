@@ -84,58 +84,42 @@ def check_args(args: Args) -> None:
 
 
 class RecordEpisodes(gym.Wrapper):
-    """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... to mp4 files.
-
-    Gymnasium's RecordVideo needs moviepy; OpenCV can write mp4 itself. Rendering classic-control
-    and toy-text environments needs pygame (`pip install pygame`), which this script checks for up front. While
-    `paused` it records nothing (the reset that makes a resumed run's env is undone at once), and its folder is made
-    with its first file.
-    """
+    """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files,
+    with OpenCV (RecordVideo needs moviepy); rendering these envs needs pygame (`pip install pygame`)."""
 
     def __init__(self, env: gym.Env, folder: str):
         super().__init__(env)
-        self.folder = folder
-        self.episodes_started = 0
-        self.writer = None
-        self.paused = False
+        self.folder, self.episodes_started, self.writer = folder, 0, None
 
     @staticmethod
     def is_recorded(episode: int) -> bool:
-        # the schedule of gymnasium's RecordVideo: cubes up to 1000, then every 1000th episode
         return round(episode ** (1 / 3)) ** 3 == episode if episode < 1000 else episode % 1000 == 0
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self._close_writer()
-        if self.is_recorded(self.episodes_started) and not self.paused:
+        self.close_writer()
+        if self.is_recorded(episode := self.episodes_started):
             os.makedirs(self.folder, exist_ok=True)
-            frame = self.env.render()
-            path, take = os.path.join(self.folder, f"episode-{self.episodes_started}.mp4"), 1
-            while os.path.exists(path):  # never over a file: an extended run's evaluation plays episode 0 again
-                take += 1
-                path = os.path.join(self.folder, f"episode-{self.episodes_started}.{take}.mp4")
+            path, frame = os.path.join(self.folder, f"episode-{episode}.mp4"), self.env.render()
             fps = self.env.metadata.get("render_fps", 30)
-            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
-            self._write(frame)
+            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+            self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         self.episodes_started += 1
         return obs, info
 
     def step(self, action):
         result = self.env.step(action)
         if self.writer is not None:
-            self._write(self.env.render())
+            self.writer.write(cv2.cvtColor(self.env.render(), cv2.COLOR_RGB2BGR))
         return result
 
-    def _write(self, frame: np.ndarray) -> None:
-        self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-
-    def _close_writer(self) -> None:
+    def close_writer(self) -> None:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
 
     def close(self):
-        self._close_writer()
+        self.close_writer()
         super().close()
 
 

@@ -104,7 +104,7 @@ def test_sample_draws_uniformly_from_the_stored_transitions_of_every_stream(scri
         assert batch.terminated[row].item() == float(by_obs[key])
     # the draws cover every written slot of every stream and nothing else, each stream in proportion to its slots
     draws = rb._draw(100_000, np.random.default_rng(2))
-    assert set(np.unique(draws)) == set(rb._written())
+    assert set(np.unique(draws)) == set(module.written_slots(rb, rb.size))
     shares = np.bincount(draws // rb.stream_capacity, minlength=n_envs) / len(draws)
     np.testing.assert_allclose(shares, rb.size / rb.size.sum(), atol=0.01)
 
@@ -116,7 +116,7 @@ def test_smallest_allowed_buffer_always_has_a_transition_to_sample(script):
     smallest = (module.FRAME_STACK + 1) * n_envs  # the smallest --buffer-size for 2 envs
 
     def check(rb, rng):  # after every add, mid-episode and at episode starts alike, something is sampleable
-        assert rb._is_valid(rb._written()).any()
+        assert rb._is_valid(module.written_slots(rb, rb.size)).any()
         rb.sample(4, rng, torch.device("cpu"))
 
     play_and_record(module, smallest, n_steps=100, max_episode_steps=100, n_envs=n_envs, after_each_step=check)

@@ -17,14 +17,16 @@ ATARI_SCRIPTS = [script for script in SCRIPTS if script.endswith("_atari.py")]
 SHARED_BLOCKS = {
     "linear_schedule": SCRIPTS,
     "RecordEpisodes": ["dqn_cartpole.py", "tabular_q_frozenlake.py"],
-    "pick_device": ATARI_SCRIPTS,
-    "RecordGames": ATARI_SCRIPTS,
-    "ReportGamesEndedInReset": ATARI_SCRIPTS,
     "FRAME_STACK": ATARI_SCRIPTS,
     "make_env": ATARI_SCRIPTS,
+    "make_envs": ATARI_SCRIPTS,
+    "games_ended": ATARI_SCRIPTS,
+    "final_observations": ATARI_SCRIPTS,
     "Batch": ATARI_SCRIPTS,
     "FrameReplayBuffer": ATARI_SCRIPTS,
+    "to_device": ATARI_SCRIPTS,
     "evaluate": [script for script in ATARI_SCRIPTS if script != "bootstrapped_dqn_atari.py"],  # it evaluates by vote
+    "evaluate_and_log": [script for script in ATARI_SCRIPTS if script != "bootstrapped_dqn_atari.py"],
     "Args": ["dqn_atari.py", "double_dqn_atari.py", "dueling_dqn_atari.py"],
     "check_args": ["dqn_atari.py", "double_dqn_atari.py", "dueling_dqn_atari.py"],
     "QNetwork": ["dqn_atari.py", "double_dqn_atari.py", "per_dqn_atari.py"],
@@ -36,37 +38,35 @@ SHARED_BLOCKS = {
         "dqn_cartpole.py",
     ],
     "scale_gradient": ["dueling_dqn_atari.py", "bootstrapped_dqn_atari.py"],
-    # stopping, saving and resuming: one block in every script with a network
-    **{
-        name: [*ATARI_SCRIPTS, "dqn_cartpole.py"]
-        for name in [
-            "GracefulStop",
-            "SCRIPT",
-            "flags_given",
-            "write_atomically",
-            "saved_file",
-            "load_saved",
-            "CHANGEABLE_FLAGS",
-            "COMMAND_FLAGS",
-            "Run",
-            "wrappers",
-        ]
-    },
-    "evaluate_and_log": [script for script in ATARI_SCRIPTS if script != "bootstrapped_dqn_atari.py"],
+    # the run management below the marker: one block in every Atari script (CartPole keeps a smaller one)
     **{
         name: ATARI_SCRIPTS
         for name in [
-            "WRAPPER_STATE",
+            "RunArgs",
+            "emulator_wrappers",
             "LastAction",
+            "RecordGames",
+            "wrappers",
+            "ReportGamesEndedInReset",
+            "WRAPPER_STATE",
             "Resumable",
-            "make_envs",
-            "games_ended",
-            "final_observations",
-            "to_device",
-            "Progress",
+            "GracefulStop",
+            "alarm",
+            "kill_env_processes",
+            "CHANGEABLE_FLAGS",
+            "COMMAND_FLAGS",
+            "SCRIPT",
+            "write_atomically",
+            "load_saved",
+            "part_state",
+            "load_part_state",
+            "written_slots",
+            "Run",
         ]
     },
+    **{name: [*ATARI_SCRIPTS, "dqn_cartpole.py"] for name in ["load_saved", "SCRIPT"]},
 }
+MARKER = "# Run management"
 
 
 def parse(script):
@@ -133,20 +133,24 @@ def test_drift_detector_names_the_first_differing_line():
     )
 
 
-def test_every_args_field_has_a_docstring():
+def test_every_flag_has_a_one_line_docstring():
+    """--help shows each field's docstring: one, on one line (a hard break would wrap it mid-sentence)."""
     for script in SCRIPTS:
         source, tree = parse(script)
-        [args] = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Args"]
-        body = args.body
-        for i, node in enumerate(body):
-            if isinstance(node, ast.AnnAssign):
-                following = body[i + 1] if i + 1 < len(body) else None
-                has_doc = (
-                    isinstance(following, ast.Expr)
-                    and isinstance(following.value, ast.Constant)
-                    and isinstance(following.value.value, str)
-                )
-                assert has_doc, f"{script}: Args.{node.target.id} has no docstring"
+        for args in [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name in ("Args", "RunArgs")]:
+            body = args.body
+            for i, node in enumerate(body):
+                if isinstance(node, ast.AnnAssign):
+                    following = body[i + 1] if i + 1 < len(body) else None
+                    has_doc = (
+                        isinstance(following, ast.Expr)
+                        and isinstance(following.value, ast.Constant)
+                        and isinstance(following.value.value, str)
+                    )
+                    assert has_doc, f"{script}: {args.name}.{node.target.id} has no docstring"
+                    assert "\n" not in following.value.value, (
+                        f"{script}: {args.name}.{node.target.id}'s docstring breaks"
+                    )
 
 
 def test_scripts_run_only_under_main():
@@ -186,9 +190,48 @@ def test_atari_scripts_log_and_report_alike():
         ]
 
     reference = logging_lines("dqn_atari.py")
-    assert len(reference) >= 8  # the status line and the speed at the end are Progress's, a shared block
+    assert len(reference) >= 6  # the status line and the speed at the end are Run's, a shared block
 
     for script in ATARI_SCRIPTS:
         lines = set(logging_lines(script))
         missing = [line for line in reference if line not in lines]
         assert not missing, f"{script} logs differently from dqn_atari.py; first missing line: {missing[0]!r}"
+
+
+def parts(script):
+    """The script's source lines above its `# Run management` line, and those below it."""
+    lines = open(os.path.join(ROOT, script)).read().splitlines()
+    [marker] = [i for i, line in enumerate(lines) if line.startswith(MARKER)]
+    return lines[:marker], lines[marker:]
+
+
+def defined_at_top_level(tree, lines_from):
+    names = set()
+    for node in tree.body:
+        if node.lineno > lines_from:
+            targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            names |= {node.name} if hasattr(node, "name") else set(targets)
+    return names
+
+
+@pytest.mark.parametrize("script", ["dqn_cartpole.py", *ATARI_SCRIPTS])
+def test_the_algorithm_reads_above_one_marker_and_names_little_of_what_is_below(script):
+    """Above the `# Run management` line: the algorithm, answerable on its own; it names at most 3 of the names
+    defined below (the wrappers make_env and make_envs put on for the run's bookkeeping)."""
+    top, _ = parts(script)
+    source, tree = parse(script)
+    below = defined_at_top_level(tree, len(top) + 1)
+    used = {node.id for node in ast.walk(ast.parse("\n".join(top))) if isinstance(node, ast.Name)}
+    assert len(used & below) <= 3, sorted(used & below)
+
+
+def test_dqn_atari_keeps_its_budgets():
+    """dqn_atari.py: at most 500 lines above the marker; main at most 100 lines, at most 8 of which name `run`;
+    dqn_cartpole.py: at most 300 above and 600 in all."""
+    top, bottom = parts("dqn_atari.py")
+    assert len(top) <= 500
+    main = block_source("dqn_atari.py", "main").splitlines()
+    assert len(main) <= 100
+    assert len([line for line in main if re.search(r"\brun\.", line)]) <= 8
+    top, bottom = parts("dqn_cartpole.py")
+    assert len(top) <= 300 and len(top) + len(bottom) <= 600

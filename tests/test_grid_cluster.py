@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, TINY_ATARI
 
 ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 SECOND = {"second_node": 1}
-CARTPOLE = "--no-cuda --learning-starts 200 --eval-episodes 0 --checkpoint-frequency 500".split()
+ATARI = [*TINY_ATARI, *"--eval-episodes 0 --checkpoint-frequency 500".split()]  # checkpoints: an Atari script's
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,10 @@ def cluster():
 
 
 def grid(cluster, out, node_dir, seed, *flags, wait=True):
-    command = [sys.executable, os.path.join(ROOT, "benchmarks", "grid.py"), "--scripts", "dqn_cartpole.py"]
-    command += ["--env-ids", "CartPole-v1", "--seeds", str(seed), "--out", str(out), "--address", cluster.address]
-    command += ["--resources", json.dumps(SECOND), "--node-dir", str(node_dir), "--", *CARTPOLE, *flags]
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "grid.py"), "--scripts", "dqn_atari.py"]
+    command += ["--env-ids", "BreakoutNoFrameskip-v4", "--seeds", str(seed), "--out", str(out)]
+    command += ["--address", cluster.address, "--resources", json.dumps(SECOND), "--node-dir", str(node_dir)]
+    command += ["--", *ATARI, *flags]
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -47,13 +48,13 @@ def checkpoints(folder):
 def test_a_run_on_the_second_node_keeps_its_checkpoint_there_and_sends_its_results(cluster, tmp_path):
     cluster, second_node = cluster
     out, node_dir = tmp_path / "out", tmp_path / "second_node_disk"
-    result = grid(cluster, out, node_dir, 1, "--total-timesteps", "1200", "--save-model")
+    result = grid(cluster, out, node_dir, 1, "--total-timesteps", "600", "--save-model")
     assert result.returncode == 0, result.stdout + result.stderr
-    run = out / "CartPole-v1__dqn_cartpole__1"
+    run = out / "BreakoutNoFrameskip-v4__dqn_atari__1"
     record = json.loads((run / "run.json").read_text())
     assert record["returncode"] == 0 and not record["resumed"]
     assert (run / "curve.csv").is_file() and list(run.glob("runs/*/events.out.tfevents.*"))
-    assert list(run.glob("runs/*/dqn_cartpole.pt"))  # the model travels, and so does the finished run's checkpoint,
+    assert list(run.glob("runs/*/dqn_atari.pt"))  # the model travels, and so does the finished run's checkpoint,
     [checkpoint] = checkpoints(out)  # which leaves the replay memory out
     assert "replay" not in torch.load(checkpoint, weights_only=True)["loop"]
     node = json.loads((run / "node.json").read_text())
@@ -72,12 +73,12 @@ def test_a_run_stopped_on_the_second_node_resumes_there(cluster, tmp_path):
     long_run.send_signal(signal.SIGTERM)
     stdout, stderr = long_run.communicate(timeout=120)
     assert long_run.returncode == 143, stdout + stderr
-    run = out / "CartPole-v1__dqn_cartpole__2"
+    run = out / "BreakoutNoFrameskip-v4__dqn_atari__2"
     assert not (run / "run.json").exists() and checkpoints(out) == []
     [checkpoint] = checkpoints(node_dir)
     stopped_at = torch.load(checkpoint, weights_only=True, map_location="cpu")["loop"]["step"]
 
-    again = grid(cluster, out, node_dir, 2, "--total-timesteps", str(stopped_at + 300))
+    again = grid(cluster, out, node_dir, 2, "--total-timesteps", str(stopped_at + 100))
     assert again.returncode == 0, again.stdout + again.stderr
     record = json.loads((run / "run.json").read_text())
     assert record["resumed"] and record["command"][1] == "--resume"

@@ -1,5 +1,6 @@
-"""The run's life cycle (Run, in every script; the table is in README.md): each command on a stopped and on a finished
-run, in dqn_cartpole.py and dqn_atari.py, tiny counts. What each does, where it writes, what it prints."""
+"""The run's life cycle (Run, in every Atari script; the table is in docs/running.md): each command on a stopped and on
+a finished run of dqn_atari.py, tiny counts. What each does, where it writes, what it prints. (dqn_cartpole.py keeps no
+checkpoints: its play is here, its Ctrl-C in test_checkpoints.py.)"""
 
 import glob
 import os
@@ -16,12 +17,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import ROOT, TINY_ATARI
 
-SCRIPTS = ["dqn_cartpole.py", "dqn_atari.py"]
-VIDEO = {"dqn_cartpole.py": [], "dqn_atari.py": ["--capture-video"]}  # CartPole's videos need pygame, not installed
-FLAGS = {
-    "dqn_cartpole.py": "--no-cuda --learning-starts 100 --eval-frequency 0 --eval-episodes 1".split(),
-    "dqn_atari.py": [*TINY_ATARI, "--eval-episodes", "1"],
-}
+SCRIPTS = ["dqn_atari.py"]
+VIDEO = {"dqn_atari.py": ["--capture-video"]}
+FLAGS = {"dqn_atari.py": [*TINY_ATARI, "--eval-episodes", "1"]}
 
 
 def command(script, *flags):
@@ -288,8 +286,10 @@ def test_a_run_stopped_before_its_evaluation_is_evaluated_by_resume(saved_runs, 
     assert result.returncode == 0 and "nothing to do" in result.stdout
 
 
-def test_a_play_beside_a_folder_of_the_same_name_gets_one_of_its_own(saved_runs, tmp_path):
-    run_dir = copy_of(saved_runs, "dqn_cartpole.py", "finished", tmp_path)
+def test_a_play_beside_a_folder_of_the_same_name_gets_one_of_its_own(tmp_path):
+    flags = "--no-cuda --total-timesteps 300 --learning-starts 100 --eval-frequency 0 --eval-episodes 0 --save-model"
+    assert run(tmp_path, "dqn_cartpole.py", *flags.split()).returncode == 0
+    [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
     now = int(time.time())
     taken = [tmp_path / "runs" / f"CartPole-v1__dqn_cartpole__1__{t}-play" for t in range(now, now + 30)]
     for folder in taken:  # every name the play could take in the next 30 s
@@ -301,10 +301,10 @@ def test_a_play_beside_a_folder_of_the_same_name_gets_one_of_its_own(saved_runs,
 
 
 def test_resume_works_in_the_folder_it_names_from_anywhere(saved_runs, tmp_path):
-    run_dir = tmp_path / copy_of(saved_runs, "dqn_cartpole.py", "finished", tmp_path)
+    run_dir = tmp_path / copy_of(saved_runs, "dqn_atari.py", "finished", tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = run(elsewhere, "dqn_cartpole.py", "--resume", run_dir, "--total-timesteps", 400)
+    result = run(elsewhere, "dqn_atari.py", "--resume", run_dir, "--total-timesteps", 400, "--no-capture-video")
     assert result.returncode == 0, result.stderr
     assert os.listdir(elsewhere) == [] and checkpoint(run_dir)["loop"]["step"] == 400
 
