@@ -3,8 +3,8 @@
 A full replay memory of each --buffer-size is built directly (filling 1M slots by playing would take an hour here;
 torch.save does not compress, so the frames' content does not change the size or the time), with networks, an
 optimizer that has taken a step, and a real env. The checkpoint is the one the script writes, by its Run's
-save_checkpoint (atomically, fsynced), and read back as --resume reads it: a Run of the folder, its restore(), and
-the env's restore_state(). Each size is written and read --rounds times; the figures are the medians.
+save_checkpoint (atomically, fsynced), and read back as --resume reads it: load_saved(), load_part_state() for each
+part, and the env's restore_state(). Each size is written and read --rounds times; the figures are the medians.
 
 It then gives the share of a default run (10M steps) that checkpoints every --checkpoint-frequency steps would take,
 at the training speeds given by --sps (steps per second; defaults: this CPU's measured dqn_atari.py speed, CleanRL's
@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from results_csv import write_csv  # noqa: E402
 
 
 def build(capacity: int, fill: bool = True):
-    args = dqn_atari.Args(buffer_size=capacity, cuda=False)
+    args = dqn_atari.RunArgs(buffer_size=capacity, cuda=False)
     env = dqn_atari.Resumable(dqn_atari.make_env(args, args.seed))
     obs, _ = env.reset(seed=args.seed)
     n_actions = env.action_space.n
@@ -50,22 +51,25 @@ def build(capacity: int, fill: bool = True):
 def write_and_read(capacity: int, folder: str | None) -> tuple[int, float, float]:
     """One checkpoint of a full memory: its size in bytes, the seconds to write it, and to read and restore it."""
     args, env, obs, q_network, target_network, optimizer, rb = build(capacity)
-    parts = {"target_network": target_network, "optimizer": optimizer, "replay": rb}
-    rng = np.random.default_rng(0)
     os.makedirs("runs", exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder or "runs") as temp:
-        run = dqn_atari.Run(args, set())  # a new run's bookkeeping, writing where this benchmark says
-        run.checkpoint, run.learning_starts, run.n_actions = os.path.join(temp, "checkpoint.pt"), 1000, 4
+        run = object.__new__(dqn_atari.Run)  # the script's checkpoint code, without a run's folder or writer
+        run.args, run.stop, run.n_actions, run.name = args, dqn_atari.GracefulStop(), 4, "checkpoint_cost"
+        run.checkpoint, run.obs, run.recent_returns = os.path.join(temp, "checkpoint.pt"), obs, deque()
+        run.rng = np.random.default_rng(0)
+        run.envs = SimpleNamespace(call=lambda method: [env.save_state()])  # one env, as the vector env answers
+        run.parts = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer, "replay": rb}
         began = time.perf_counter()
-        run.save_checkpoint(1000, obs, rng, [env.save_state()], parts, deque(), q_network)
+        run.save_checkpoint(1000)
         write_s = time.perf_counter() - began
         size = os.path.getsize(run.checkpoint)
         fresh = build(capacity, fill=False)  # a resumed run's objects, to restore into (it makes them anyway)
         fresh_parts = {"target_network": fresh[4], "optimizer": fresh[5], "replay": fresh[6]}
-        began = time.perf_counter()
-        resumed = dqn_atari.Run(dqn_atari.Args(**{**vars(args), "resume": temp}), {"resume"})
-        resumed.restore(fresh[3], fresh_parts, np.random.default_rng(1), deque())
-        fresh[1].restore_state(resumed.env_states[0], seed=args.seed)
+        began = time.perf_counter()  # read back as --resume reads it
+        saved = dqn_atari.load_saved(run.checkpoint)
+        for name, part in fresh_parts.items():
+            dqn_atari.load_part_state(part, saved["loop"][name])
+        fresh[1].restore_state(saved["loop"]["env"][0], seed=args.seed)
         read_s = time.perf_counter() - began
         assert torch.equal(fresh[6].frames, rb.frames)
         fresh[1].close()
@@ -77,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="(default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="checkpoints per size; the median (default: %(default)s)")
-    parser.add_argument("--frequency", type=int, default=dqn_atari.Args.checkpoint_frequency)
+    parser.add_argument("--frequency", type=int, default=dqn_atari.RunArgs.checkpoint_frequency)
     parser.add_argument("--sps", type=float, nargs="+", default=[105.0, 480.0, 1850.0])
     parser.add_argument("--folder", default=None, help="where to write (default: a temp folder under runs/)")
     parser.add_argument("--out", default=None)

@@ -2,10 +2,10 @@
 
     python benchmarks/grid_memory.py --gib 3 [--grid PATH/TO/benchmarks/grid.py] [--out grid_memory.csv]
 
-Makes a grid folder holding one stopped dqn_cartpole.py run whose checkpoint is --gib GiB of random bytes: a stand-in
+Makes a grid folder holding one stopped dqn_atari.py run whose checkpoint is --gib GiB of random bytes: a stand-in
 for a buffer-sized checkpoint (6.61 GiB at the default 1M buffer). It is not a checkpoint the script can read, so the
 resumed run fails at once, which is all this needs: what is measured is the driver, before and while the run goes.
-Then the same grid without the checkpoint (a fresh run of 500 steps). Each runs `grid.py --address local` (a fresh
+Then the same grid without the checkpoint (a fresh run of 300 steps). Each runs `grid.py --address local` (a fresh
 local Ray) while this reads the driver's peak resident memory (VmHWM in /proc/PID/status) every 0.1 s. Prints both
 and writes them as a CSV. --grid measures another copy of grid.py (an older commit's, in a git worktree).
 """
@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = "CartPole-v1__dqn_cartpole__1"
+RUN = "BreakoutNoFrameskip-v4__dqn_atari__1"
 
 
 def peak_mib(command: list[str]) -> tuple[float, int]:
@@ -48,18 +48,28 @@ def main() -> int:
     for with_checkpoint in (True, False):
         with tempfile.TemporaryDirectory() as out:
             if with_checkpoint:
-                folder = os.path.join(out, RUN, "runs", "CartPole-v1__dqn_cartpole__1__0")
+                folder = os.path.join(out, RUN, "runs", "BreakoutNoFrameskip-v4__dqn_atari__1__0")
                 os.makedirs(folder)
                 chunk = np.random.default_rng(0).bytes(64 << 20)  # random: gzip cannot shrink it
                 with open(os.path.join(folder, "checkpoint.pt"), "wb") as f:
                     for _ in range(int(opts.gib * 16)):
                         f.write(chunk)
-            command = [sys.executable, opts.grid, "--scripts", "dqn_cartpole.py", "--env-ids", "CartPole-v1"]
+            command = [sys.executable, opts.grid, "--scripts", "dqn_atari.py", "--env-ids", "BreakoutNoFrameskip-v4"]
             command += ["--seeds", "1", "--out", out, "--address", "local"]
             with open(opts.grid) as f:
                 if "--node-dir" in f.read():  # not in older copies of grid.py
                     command += ["--node-dir", os.path.join(out, "nodes")]
-            command += ["--", "--no-cuda", "--total-timesteps", "500", "--eval-episodes", "0"]
+            command += [
+                "--",
+                "--no-cuda",
+                "--total-timesteps",
+                "300",
+                "--learning-starts",
+                "100",
+                "--buffer-size",
+                "300",
+            ]
+            command += ["--batch-size", "8", "--eval-episodes", "0"]
             peak, code = peak_mib(command)
         size = opts.gib if with_checkpoint else 0.0
         rows.append({"checkpoint_gib": size, "driver_peak_mib": round(peak, 1), "grid_exit_code": code})

@@ -121,7 +121,8 @@ def child(script: str, flags: list[str], serial: bool) -> dict:
 
     vector.step_async = timed(send, "env_send")
     vector.step_wait = timed(wait, "env_wait")
-    code = module.main(module.tyro.cli(module.Args, args=flags), module.flags_given(flags))
+    run = module.Run(module.tyro.cli(module.RunArgs, args=flags), module.GracefulStop())  # as the script's own start
+    code = module.main(run.args, run)
     if code != 0 or clock["start"] is None:
         raise SystemExit(f"{script} {' '.join(flags)} exited {code} before any training step was timed")
     total = clock["end"] - clock["start"]

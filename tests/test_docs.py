@@ -118,3 +118,17 @@ def test_the_checks_fail_on_a_renamed_function_and_a_dead_link():
     assert dead_links(path, page + "\n[gone](../benchmarks/results/no_such_file.csv)") == [
         "../benchmarks/results/no_such_file.csv"
     ]
+
+
+@pytest.mark.parametrize("script", ["dqn_atari.py", "dqn_cartpole.py"])
+def test_the_page_s_reading_guide_names_the_marker_s_line_and_main_s_length(script):
+    """A page that says where the `# Run management` line is, and how long main() is, says it right."""
+    with open(os.path.join(ROOT, "docs", script[:-3] + ".md")) as f:
+        page = f.read()
+    with open(os.path.join(ROOT, script)) as f:
+        source = f.read()
+    [marker] = [i + 1 for i, line in enumerate(source.splitlines()) if line.startswith("# Run management")]
+    assert f"`# Run management` (line {marker})" in page
+    [main] = [node for node in ast.parse(source).body if getattr(node, "name", None) == "main"]
+    for claimed in re.findall(r"`main\(\)` is the loop, (\d+) lines", page):
+        assert int(claimed) == main.end_lineno - main.lineno + 1
