@@ -391,7 +391,7 @@ def evaluate(
         obs, _, terminated, truncated, info = env.step(action)
         if "episode" in info:
             scores.append(float(info["episode"]["r"]))
-        if terminated or truncated:
+        if (terminated or truncated) and len(scores) < n_games:  # no game begun after the last
             obs, _ = env.reset()
     return scores
 
@@ -405,9 +405,8 @@ def evaluate_and_log(
     eval_env.close()
     for game, score in enumerate(scores):
         writer.add_scalar("eval/episodic_return", score, game)
-    print(
-        f"evaluation over {len(scores)} games at epsilon {args.eval_epsilon}: mean {np.mean(scores):.1f}, scores {scores}"
-    )
+    games = f"{len(scores)} game{'s' if len(scores) != 1 else ''}"
+    print(f"evaluation over {games} at epsilon {args.eval_epsilon}: mean {np.mean(scores):.1f}, scores {scores}")
 
 
 # Training
@@ -515,6 +514,7 @@ import atexit
 import contextlib
 import copy
 import importlib.util
+import itertools
 import multiprocessing
 import multiprocessing.util  # noqa: F401  (its exit handler is registered now: see kill_env_processes)
 import signal
@@ -565,6 +565,10 @@ def check_args(args: RunArgs) -> None:
     for name in fractions + ["repeat_action_probability"]:
         if getattr(args, name) is not None and not 0.0 <= getattr(args, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.seed < 0:  # gymnasium's seeds are not negative
+        raise ValueError(f"--seed must not be negative, got {args.seed}")
+    if "/" in args.exp_name or args.exp_name in ("", ".", ".."):  # it names the run's folder and its model file
+        raise ValueError(f"--exp-name {args.exp_name!r} cannot name a folder: no '/', not empty")
     if args.buffer_size < args.batch_size:
         raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
     if args.buffer_size < (FRAME_STACK + 1) * args.num_envs:  # a stack and its next frame, in every env's stream
@@ -578,11 +582,14 @@ def check_args(args: RunArgs) -> None:
     if args.buffer_device == "cuda" and not (args.cuda and torch.cuda.is_available()):
         raise ValueError("--buffer-device cuda needs --cuda and a CUDA GPU")
     if args.track and importlib.util.find_spec("wandb") is None:
-        raise ValueError("--track needs wandb: pip install wandb")
+        raise ValueError("--track needs wandb: pip install 'wandb>=0.19'")
     try:
         spec = gym.spec(args.env_id)
     except gym.error.Error as e:
-        raise ValueError(f"unknown --env-id {args.env_id!r}: {str(e).splitlines()[0]}") from None
+        v5 = f"ALE/{args.env_id}" if f"ALE/{args.env_id}" in gym.registry else None  # Breakout-v5 is ALE/Breakout-v5
+        raise ValueError(
+            f"unknown --env-id {args.env_id!r}: " + (f"did you mean {v5}?" if v5 else str(e).splitlines()[0])
+        ) from None
     if spec.entry_point != "ale_py.env:AtariEnv":
         raise ValueError(f"--env-id {args.env_id!r} is not an Atari environment; try BreakoutNoFrameskip-v4")
     if spec.kwargs.get("frameskip") != 1 and (spec.namespace, spec.version) != ("ALE", 5):
@@ -613,8 +620,9 @@ class LastAction(gym.Wrapper):
 
 
 class RecordGames(gym.Wrapper):
-    """Write the RGB frames of games 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files, with
-    OpenCV (RecordVideo needs moviepy). While `paused` it opens no file: a resumed env's reset is undone at once."""
+    """Write the RGB frames of games 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files, in VP9,
+    which browsers and W&B play, with OpenCV (RecordVideo needs moviepy). While `paused` it opens no file: a resumed
+    env's reset is undone at once."""
 
     def __init__(self, env: gym.Env, folder: str):
         super().__init__(env)
@@ -633,7 +641,7 @@ class RecordGames(gym.Wrapper):
             path, take = os.path.join(self.folder, f"game-{game}.mp4"), 1
             while os.path.exists(path):  # never over a file: an extended run's evaluation plays game 0 again
                 path, take = os.path.join(self.folder, f"game-{game}.{take + 1}.mp4"), take + 1
-            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 60, obs.shape[1::-1])
+            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"vp09"), 60, obs.shape[1::-1])
         self.games_started += 1
         return self.write(obs), info
 
@@ -691,6 +699,7 @@ class ReportGamesEndedInReset(gym.Wrapper):
 # What each wrapper carries from one step to the next (the frame stack is saved too: the observation's frames)
 WRAPPER_STATE = {
     "RecordEpisodeStatistics": ("episode_returns", "episode_lengths", "episode_count"),
+    "MaxAndSkipEnv": ("_obs_buffer",),  # the last two frames, which a step that ends the game at once max-pools
     "EpisodicLifeEnv": ("lives", "was_real_done"),
     "TimeLimit": ("_elapsed_steps",),
     "RecordGames": ("games_started",),
@@ -721,7 +730,11 @@ class Resumable(gym.Wrapper):
         }
         for wrapper in wrappers(self.env):
             name = type(wrapper).__name__
-            state |= {f"{name}.{a}": getattr(wrapper, a) for a in WRAPPER_STATE.get(name, ())}
+            for attribute in WRAPPER_STATE.get(name, ()):
+                value = getattr(wrapper, attribute)
+                state[f"{name}.{attribute}"] = (
+                    torch.from_numpy(value.copy()) if isinstance(value, np.ndarray) else value
+                )
             if isinstance(wrapper, gym.wrappers.FrameStackObservation):
                 state["frame_stack"] = torch.from_numpy(np.stack(wrapper.obs_queue))
         return state
@@ -742,7 +755,8 @@ class Resumable(gym.Wrapper):
         for wrapper in wrappers(self.env):
             for attribute in WRAPPER_STATE.get(type(wrapper).__name__, ()):
                 if (key := f"{type(wrapper).__name__}.{attribute}") in state:  # a run may add or drop videos on resume
-                    setattr(wrapper, attribute, state[key])
+                    value = state[key]
+                    setattr(wrapper, attribute, value.numpy().copy() if isinstance(value, torch.Tensor) else value)
             if isinstance(wrapper, gym.wrappers.FrameStackObservation):
                 wrapper.obs_queue = deque(state["frame_stack"].numpy().copy(), maxlen=FRAME_STACK)
 
@@ -750,12 +764,14 @@ class Resumable(gym.Wrapper):
 class GracefulStop:
     """How a run ends. The first Ctrl-C (SIGINT) or SIGTERM (Slurm, `timeout`, `docker stop`) only sets `signum`: the
     loop finishes its step and stops, what was asked is saved, and the script exits with 128 + signum. A second
-    signal, one once `deferring` is off (the final evaluation), or a loop that has not come round within `grace_s`
-    (a hung env) while not `saving`, exits at once. A crash prints its traceback and exits with 1. Every way out
-    kills the env processes, which ignore SIGTERM, with which Python would end them, then wait forever."""
+    signal, or one once `deferring` is off (the final evaluation: it says so, `leaving`), exits at once; so does a
+    loop that has not come round within `grace_s` of the first (a hung env), unless it is `saving` or has ended. A crash
+    prints its traceback and exits with 1. Every way out kills the env processes, which ignore SIGTERM, with which
+    Python would end them, then wait forever."""
 
     def __init__(self, grace_s: int = 60):
         self.signum, self.deferring, self.grace_s, self.saving = None, True, grace_s, False
+        self.looping, self.leaving = True, None
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._handle)
         if hasattr(signal, "SIGALRM"):  # the grace timer; Windows has none
@@ -766,10 +782,13 @@ class GracefulStop:
 
     def _handle(self, signum, frame):
         if self.signum is not None or not self.deferring:
+            if self.leaving:
+                print(self.leaving, file=sys.stderr)
             kill_env_processes()  # now: leaving the frame that holds the envs would wait on them first
             raise SystemExit(128 + signum)
         self.signum = signum
-        alarm(self.grace_s)
+        if self.looping:  # after the loop, what is left (a save, an upload) is no hang
+            alarm(self.grace_s)
 
     def _give_up(self, signum, frame):
         if self.saving:  # a save may take longer than the grace period, and is no hang: look again later
@@ -828,6 +847,9 @@ def write_atomically(path: str, contents: dict, stop: GracefulStop) -> None:
 
 def load_saved(path: str) -> dict:
     """A model or checkpoint that this script saved, read back; ValueError saying what is wrong with any other file."""
+    if os.path.isdir(path):
+        files = ", ".join(sorted(name for name in os.listdir(path) if name.endswith(".pt"))) or "none"
+        raise ValueError(f"{path} is a folder; name one of its saved files (.pt): {files}")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     try:  # weights_only: a file that is not ours cannot run code
@@ -841,24 +863,33 @@ def load_saved(path: str) -> dict:
     return saved
 
 
+SLICE = 65536  # frames copied at once between a checkpoint and the replay memory (460 MB of 84x84 frames)
+
+
 def part_state(part) -> dict:
     """A checkpoint's copy of one of the loop's objects: its state_dict() where it has one (networks, optimizer), else
-    its arrays, numbers and lists, and those of the objects it holds (PER's sum tree). The replay memory's frames are
-    its written slots only; a full memory's are saved as they are, with no copy."""
+    its attributes: arrays (as tensors), numbers, strings, lists of numbers, and the objects it holds (PER's sum tree),
+    all that torch.load(weights_only=True) reads back. The loop's RNG is saved apart; any other kind is an error, not a
+    silent gap. A replay memory that is not full keeps its written frames only, gathered to the host in slices."""
     if hasattr(part, "state_dict"):
         return part.state_dict()
     state = {}
     for name, value in vars(part).items():
-        if name == "frames" and part.size.sum() < part.capacity:
-            state[name] = value[torch.from_numpy(written_slots(part, part.size)).to(value.device)]
-        elif isinstance(value, (torch.Tensor, bool, int, float)):
-            state[name] = value
-        elif isinstance(value, list):
-            state[name] = list(value)
+        if name == "frames" and part.size.sum() < part.capacity:  # a full memory's are saved as they are, no copy
+            written = torch.from_numpy(written_slots(part, part.size)).split(SLICE)
+            state[name] = torch.cat([value[rows.to(value.device)].cpu() for rows in written])
         elif isinstance(value, np.ndarray):
             state[name] = torch.from_numpy(value.copy())
+        elif isinstance(value, np.generic):
+            state[name] = value.item()
+        elif isinstance(value, (torch.Tensor, bool, int, float, str, type(None))):
+            state[name] = value
+        elif isinstance(value, list) and all(isinstance(item, (bool, int, float)) for item in value):
+            state[name] = list(value)
         elif hasattr(value, "__dict__") and not isinstance(value, np.random.Generator):
             state[name] = part_state(value)
+        elif not isinstance(value, np.random.Generator):
+            raise TypeError(f"a checkpoint cannot keep {type(part).__name__}.{name}, a {type(value).__name__}")
     return state
 
 
@@ -873,9 +904,9 @@ def load_part_state(part, state: dict) -> None:
             getattr(part, name)[...] = value.numpy()
         elif name == "frames":
             written = written_slots(part, state["size"].numpy())
-            for begin in range(0, len(written), 65536):
-                rows = torch.from_numpy(written[begin : begin + 65536]).to(part.frames.device)
-                part.frames[rows] = value[begin : begin + 65536].to(part.frames.device)
+            for begin in range(0, len(written), SLICE):
+                rows = torch.from_numpy(written[begin : begin + SLICE]).to(part.frames.device)
+                part.frames[rows] = value[begin : begin + SLICE].to(part.frames.device)
         else:
             setattr(part, name, value)
 
@@ -892,12 +923,16 @@ class Run:
     FILE --eval-only plays a saved agent in runs/{name}-play. A refused command writes nothing. docs/running.md has
     the whole table: what each row prints and where it writes."""
 
-    def __init__(self, args: RunArgs, stop: GracefulStop):
+    def __init__(self, args: RunArgs, stop: GracefulStop, argv: list[str] | None = None):
         """The run's flags (a saved run's, with what this command line changes) and state; ValueError if they cannot
         work. The run's folder is made only once every check has passed."""
         self.stop, self.saved, self.step, self.finished, self.plays = stop, None, 0, False, args.eval_only
         if args.resume and args.load_model:
             raise ValueError("--resume and --load-model do not go together")
+        if args.resume and os.path.isfile(args.resume):
+            raise ValueError(
+                f"--resume takes the run's folder, not a file: --resume {os.path.dirname(args.resume) or '.'}"
+            )
         if args.resume and not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
             there = "no checkpoint.pt there (--checkpoint-frequency 0?)"
             raise ValueError(f"--resume {args.resume}: {there if os.path.isdir(args.resume) else 'no such folder'}")
@@ -908,26 +943,28 @@ class Run:
             # the saved run's flags, under those this command line names (parsed again, over them)
             saved = {name: value for name, value in self.saved["args"].items() if name in RunArgs.__dataclass_fields__}
             saved |= {name: getattr(args, name) for name in COMMAND_FLAGS}
-            args = tyro.cli(RunArgs, default=RunArgs(**saved), description=__doc__.splitlines()[0])
+            args = tyro.cli(RunArgs, args=argv, default=RunArgs(**saved), description=__doc__.splitlines()[0])
             for name in sorted(saved.keys() - CHANGEABLE_FLAGS):  # a flag that would change what the run learns
                 if getattr(args, name) != saved[name]:
                     changed = f"{getattr(args, name)} would change the saved run, which has {saved[name]}"
                     raise ValueError(f"--{name.replace('_', '-')} {changed}")
         check_args(args)
-        if args.cuda and not torch.cuda.is_available():
-            print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
         with contextlib.closing(make_env(args, args.seed)) as probe:  # an --env-id that cannot work fails here
             self.args, self.n_actions = args, int(probe.action_space.n)
         if self.saved is not None and self.saved["n_actions"] != self.n_actions:
             raise ValueError(f"the saved agent has {self.saved['n_actions']} actions, {args.env_id} {self.n_actions}")
         if args.resume:
             self._resume()
+        if args.cuda and not torch.cuda.is_available() and not self.finished:  # once every check has passed
+            print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
         if not self.finished:
             self._begin()
 
     def _resume(self) -> None:
         """--resume: is the run stopped, or finished, and what does this command ask of it?"""
         args, self.step, folder = self.args, self.saved["loop"]["step"], os.path.normpath(self.args.resume)
+        if "horizon" in self.saved["loop"]:  # a checkpoint of the scripts before --schedule-timesteps
+            raise ValueError(f"{folder}: its checkpoint is an older version's; resume it with that version of {SCRIPT}")
         if args.checkpoint_frequency == 0:
             raise ValueError("--checkpoint-frequency 0 would leave the run's checkpoint behind it")
         self.finished = self.saved["args"]["total_timesteps"] <= args.total_timesteps <= self.step  # to where it is
@@ -950,12 +987,13 @@ class Run:
         self.name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.name = self.saved["run_name"] if args.resume else self.name + ("-play" if args.eval_only else "")
         self.folder = os.path.normpath(args.resume) if args.resume else f"runs/{self.name}"
-        for suffix in range(2, 100) if not args.resume else ():
+        for suffix in itertools.count(2) if not args.resume else ():
             with contextlib.suppress(FileExistsError):
                 os.makedirs(self.folder)
                 break
             self.folder = f"runs/{self.name}-{suffix}"
-        self.name, self.checkpoint = os.path.basename(self.folder), f"{self.folder}/checkpoint.pt"
+        self.name = self.name if args.resume else os.path.basename(self.folder)
+        self.checkpoint = f"{self.folder}/checkpoint.pt"
         self.video_folder, self.began = f"videos/{self.name}" if args.capture_video else None, time.time()
         self.env_states = copy.deepcopy(self.saved["loop"]["env"]) if args.resume and not self.plays else None
         if args.track:  # before the writer, whose scalars W&B mirrors
@@ -976,7 +1014,10 @@ class Run:
         run_id = open(id_file).read().strip() if os.path.isfile(id_file) else os.urandom(8).hex()
         try:
             where = {"project": self.args.wandb_project_name, "entity": self.args.wandb_entity, "name": self.name}
-            settings = wandb.Settings(finish_timeout=120)  # never wait forever for an upload at the end
+            # never wait forever for an upload at the end (wandb 0.27 and newer: older ones have no such setting)
+            settings = wandb.Settings(
+                **({"finish_timeout": 120} if "finish_timeout" in getattr(wandb.Settings, "model_fields", {}) else {})
+            )
             where |= {"id": run_id, "resume": "allow", "config": vars(self.args), "settings": settings}
             wandb.init(**where, sync_tensorboard=True)
         except Exception as e:  # wandb's errors, and what its service raises when it cannot start
@@ -1023,9 +1064,10 @@ class Run:
             self.learning_since = (step, time.time())  # the training phase's speed is counted from here
         if time.time() - self.last_print > 10:
             self.last_print, mean = time.time(), np.mean(self.recent_returns) if self.recent_returns else np.nan
+            games = f"{len(self.recent_returns)} game{'s' if len(self.recent_returns) != 1 else ''}"
             print(
                 f"step {step:>9,}/{self.args.total_timesteps:,}  SPS {self.sps(step):>5.0f}  "
-                f"return (last {len(self.recent_returns)} games) {mean:>6.1f}  epsilon {epsilon:.3f}",
+                f"return (last {games}) {mean:>6.1f}  epsilon {epsilon:.3f}",
                 flush=True,
             )
         every = self.args.checkpoint_frequency
@@ -1044,9 +1086,10 @@ class Run:
         loop = {"step": step, "obs": torch.from_numpy(self.obs.copy()), "rng": self.rng.bit_generator.state}
         loop |= {"torch_rng": torch.get_rng_state(), "env": self.envs.call("save_state")}
         loop |= {"recent_returns": list(self.recent_returns)}
-        loop |= {name: part_state(part) for name, part in self.parts.items() if name != "q_network"}
-        if not memory:
-            del loop["replay"]
+        loop |= {name: part_state(part) for name, part in self.parts.items() if name not in ("q_network", "replay")}
+        if memory:
+            loop["replay"] = part_state(self.parts["replay"])
+        self.writer.flush()  # the events up to here on disk first: a resume hides those after the checkpoint
         write_atomically(self.checkpoint, {**self.file(self.parts["q_network"]), "loop": loop}, self.stop)
         self.checkpointed, self.memory_kept = step, memory
 
@@ -1060,6 +1103,7 @@ class Run:
         """After the loop, stopped or finished: the last checkpoint, the speed, what the checkpoint kept and what a
         next command can do, the model (--save-model), then the evaluation. Returns the exit code."""
         self.stop.requested()  # the loop has come round: the grace timer, if a signal set it, is done
+        self.stop.looping = False
         if self.args.checkpoint_frequency and (step != self.checkpointed or not os.path.isfile(self.checkpoint)):
             self.save_checkpoint(step)
         self.envs.close()
@@ -1072,6 +1116,8 @@ class Run:
                 else ")"
             )
         )
+        if self.learning_since is None:
+            print(f"note: learning had not started by step {step:,} (--learning-starts): the network is untrained")
         resume, finished = f"python {SCRIPT} --resume {self.folder}", step >= self.args.total_timesteps
         if self.stop.signum and not finished:
             where = f"checkpoint in {self.folder}; to go on: {resume}" if self.args.checkpoint_frequency else ""
@@ -1097,7 +1143,9 @@ class Run:
         saved agent), or for a finished run stopped before its evaluation (its final network). Returns the exit code."""
         if self.saved is not None:
             q_network.load_state_dict(self.saved["model"])
-        self.stop.deferring = False  # from here on, a signal stops at once
+        self.stop.deferring = False  # from here on, a signal stops at once, and says what it left undone
+        again = f"python {SCRIPT} --resume {self.folder} runs it" if not self.args.eval_only else "its games are lost"
+        self.stop.leaving = f"\nstopped during the evaluation, which did not finish: {again}"
         if self.args.eval_episodes > 0 and not self.stop.signum:
             videos = self.video_folder and self.video_folder + "-eval"
             evaluate_and_log(q_network, self.args, device, self.writer, videos)
@@ -1124,7 +1172,7 @@ class Run:
 if __name__ == "__main__":
     try:
         stop = GracefulStop()
-        run = Run(tyro.cli(RunArgs, description=__doc__.splitlines()[0]), stop)
+        run = Run(tyro.cli(RunArgs, description=__doc__.splitlines()[0]), stop, sys.argv[1:])
     except (ValueError, OSError) as e:  # a refused command: one line, and exit 2
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -171,7 +171,8 @@ def evaluate(q_network: QNetwork, env: gym.Env, n_episodes: int, seed: int, devi
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             returns.append(float(info["episode"]["r"]))
-            obs, _ = env.reset()
+            if len(returns) < n_episodes:  # no episode begun after the last
+                obs, _ = env.reset()
     return returns
 
 
@@ -195,12 +196,13 @@ def evaluate_and_log(
     eval_env.close()
     for episode, episodic_return in enumerate(returns):
         writer.add_scalar("eval/episodic_return", episodic_return, episode)
-    print(f"greedy evaluation over {len(returns)} episodes: mean {np.mean(returns):.1f}, returns {returns}")
+    episodes = f"{len(returns)} episode{'s' if len(returns) != 1 else ''}"
+    print(f"greedy evaluation over {episodes}: mean {np.mean(returns):.1f}, returns {returns}")
 
 
 def main(args: Args, run) -> int:
     """Train (or, with --eval-only, play a saved agent); returns the exit code. `run` is the bookkeeping below the
-    `# Run management` line: the run's folder and log, checkpoints and --resume, signals, the status line."""
+    `# Run management` line: the run's folder and log, signals, the model's save, the status line."""
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     env = make_env(args.env_id, args.seed, run.video_folder)
     torch.manual_seed(args.seed)
@@ -334,6 +336,10 @@ def check_args(args: RunArgs) -> None:
     for name in ("gamma", "start_e", "end_e", "exploration_fraction", "tau"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.seed < 0:  # gymnasium's seeds are not negative
+        raise ValueError(f"--seed must not be negative, got {args.seed}")
+    if "/" in args.exp_name or args.exp_name in ("", ".", ".."):  # it names the run's folder and its model file
+        raise ValueError(f"--exp-name {args.exp_name!r} cannot name a folder: no '/', not empty")
     if args.buffer_size < args.batch_size:
         raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
     if args.eval_only != (args.load_model is not None):
@@ -341,13 +347,15 @@ def check_args(args: RunArgs) -> None:
     if args.eval_only and args.eval_episodes == 0:
         raise ValueError("--eval-only needs --eval-episodes above 0")
     if args.track and importlib.util.find_spec("wandb") is None:
-        raise ValueError("--track needs wandb: pip install wandb")
+        raise ValueError("--track needs wandb: pip install 'wandb>=0.19'")
     if args.capture_video and importlib.util.find_spec("pygame") is None:
         raise ValueError("--capture-video needs pygame to render classic-control envs: pip install pygame")
     try:
         env = gym.make(args.env_id)
     except gym.error.Error as e:
-        raise ValueError(f"unknown --env-id {args.env_id!r}: {str(e).splitlines()[0]}") from None
+        atari = "NoFrameskip" in args.env_id or args.env_id.startswith("ALE/")  # the Atari scripts' (ale_py) games
+        why = "an Atari game: dqn_atari.py plays those" if atari else str(e).splitlines()[0]
+        raise ValueError(f"unknown --env-id {args.env_id!r}: {why}") from None
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise ValueError(f"--env-id {args.env_id!r} has {type(env.action_space).__name__} actions; DQN needs Discrete")
     if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
@@ -355,8 +363,8 @@ def check_args(args: RunArgs) -> None:
 
 
 class RecordEpisodes(gym.Wrapper):
-    """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files,
-    with OpenCV (RecordVideo needs moviepy); rendering these envs needs pygame (`pip install pygame`)."""
+    """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files, in
+    VP9, which browsers and W&B play, with OpenCV (RecordVideo needs moviepy); rendering needs `pip install pygame`."""
 
     def __init__(self, env: gym.Env, folder: str):
         super().__init__(env)
@@ -373,7 +381,7 @@ class RecordEpisodes(gym.Wrapper):
             os.makedirs(self.folder, exist_ok=True)
             path, frame = os.path.join(self.folder, f"episode-{episode}.mp4"), self.env.render()
             fps = self.env.metadata.get("render_fps", 30)
-            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"vp09"), fps, frame.shape[1::-1])
             self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         self.episodes_started += 1
         return obs, info
@@ -396,6 +404,9 @@ class RecordEpisodes(gym.Wrapper):
 
 def load_saved(path: str) -> dict:
     """A model or checkpoint that this script saved, read back; ValueError saying what is wrong with any other file."""
+    if os.path.isdir(path):
+        files = ", ".join(sorted(name for name in os.listdir(path) if name.endswith(".pt"))) or "none"
+        raise ValueError(f"{path} is a folder; name one of its saved files (.pt): {files}")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     try:  # weights_only: a file that is not ours cannot run code
@@ -415,12 +426,14 @@ class GracefulStop:
     final evaluation), exits at once. A crash prints its traceback and exits with 1."""
 
     def __init__(self):
-        self.signum, self.deferring = None, True
+        self.signum, self.deferring, self.leaving = None, True, None
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame):
         if self.signum is not None or not self.deferring:
+            if self.leaving:  # what the exit leaves undone
+                print(self.leaving, file=sys.stderr)
             raise SystemExit(128 + signum)
         self.signum = signum
 
@@ -447,11 +460,11 @@ class Run:
                     changed = f"{getattr(args, name)} would change the saved agent, which has {saved[name]}"
                     raise ValueError(f"--{name.replace('_', '-')} {changed}")
         check_args(args)
-        if args.cuda and not torch.cuda.is_available():
-            print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
         self.args, self.n_actions = args, int(gym.make(args.env_id).action_space.n)
         if self.saved is not None and self.saved["n_actions"] != self.n_actions:
             raise ValueError(f"the saved agent has {self.saved['n_actions']} actions, {args.env_id} {self.n_actions}")
+        if args.cuda and not torch.cuda.is_available():  # once every check has passed
+            print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.folder = f"runs/{name}" + ("-play" if args.eval_only else "")
         for suffix in range(2, 100):  # a folder of its own, even beside one of the same name begun in the same second
@@ -477,7 +490,10 @@ class Run:
 
         try:
             where = {"project": self.args.wandb_project_name, "entity": self.args.wandb_entity, "name": self.name}
-            settings = wandb.Settings(finish_timeout=120)  # never wait forever for an upload at the end
+            # never wait forever for an upload at the end (wandb 0.27 and newer: older ones have no such setting)
+            settings = wandb.Settings(
+                **({"finish_timeout": 120} if "finish_timeout" in getattr(wandb.Settings, "model_fields", {}) else {})
+            )
             wandb.init(**where, config=vars(self.args), sync_tensorboard=True, settings=settings)
         except Exception as e:  # wandb's errors, and what its service raises when it cannot start
             with contextlib.suppress(OSError):
@@ -495,7 +511,8 @@ class Run:
             self.last_print, mean = time.time(), np.mean(recent_returns) if recent_returns else np.nan
             print(
                 f"step {step:>7,}/{self.args.total_timesteps:,}  SPS {step / (time.time() - self.began):>5.0f}  "
-                f"return (last {len(recent_returns)} episodes) {mean:>6.1f}  epsilon {epsilon:.3f}",
+                f"return (last {len(recent_returns)} episode{'s' if len(recent_returns) != 1 else ''}) {mean:>6.1f}  "
+                f"epsilon {epsilon:.3f}",
                 flush=True,
             )
 
@@ -505,12 +522,15 @@ class Run:
         print(f"{step:,} steps in {time.time() - self.began:.1f} s ({step / (time.time() - self.began):.0f} SPS)")
         if self.stop.signum:
             print(f"\ninterrupted at step {step:,}", file=sys.stderr)
+        if step <= self.args.learning_starts:
+            print(f"note: learning had not started by step {step:,} (--learning-starts): the network is untrained")
         q_network.load_state_dict(keep or q_network.state_dict())
         if self.args.save_model:
             path = f"{self.folder}/{self.args.exp_name}.pt"
             flags = {name: value for name, value in vars(self.args).items() if name not in ("load_model", "eval_only")}
             saved = {"script": SCRIPT, "env_id": self.args.env_id, "n_actions": self.n_actions, "args": flags}
-            torch.save({**saved, "model": q_network.state_dict()}, path)
+            torch.save({**saved, "model": q_network.state_dict()}, path + ".tmp")
+            os.replace(path + ".tmp", path)  # a kill leaves the old file or the new one, whole
             print(f"model saved to {path}")
             self.saved = load_saved(path)  # the evaluation plays it, loaded back
         return self.play(q_network, device)
@@ -519,7 +539,8 @@ class Run:
         """The evaluation (at the end of training, or of a saved agent), then the writer and W&B close."""
         if self.saved is not None:
             q_network.load_state_dict(self.saved["model"])
-        self.stop.deferring = False  # from here on, a signal stops at once
+        self.stop.deferring = False  # from here on, a signal stops at once, and says what it left undone
+        self.stop.leaving = "\nstopped during the evaluation, which did not finish"
         if self.args.eval_episodes > 0 and not self.stop.signum:
             evaluate_and_log(
                 q_network, self.args, device, self.writer, self.video_folder and self.video_folder + "-eval"

@@ -25,7 +25,7 @@ import numpy as np
 from results_csv import read_curve, write_csv  # benchmarks/results_csv.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCORES_LINE = re.compile(r"evaluation over \d+ games at epsilon [\d.]+: mean [-\d.]+, scores \[(.*)\]")
+SCORES_LINE = re.compile(r"evaluation over \d+ games? at epsilon [\d.]+: mean [-\d.]+, scores \[(.*)\]")
 
 
 def play(script: str, checkpoint: str, env_id: str, seed: int, episodes: int) -> list[float]:

@@ -342,11 +342,12 @@ def main() -> int:
 
 
 def outcome(result: dict) -> str:
-    """'finished' (exit 0), 'stopped' (the grid's SIGTERM ended it with 143, or came before it started) or 'failed'
-    (any other end, a crash after the stop signal included)."""
+    """'finished' (exit 0), 'stopped' (the grid's SIGTERM ended it with 143; or ended it, -15, before the script had
+    taken over its signals at start-up; or came before it started) or 'failed' (any other end, a crash after the stop
+    signal included)."""
     if result["returncode"] == 0:
         return "finished"
-    if result.get("stopped") and result["returncode"] in (None, 128 + signal.SIGTERM):
+    if result.get("stopped") and result["returncode"] in (None, 128 + signal.SIGTERM, -signal.SIGTERM):
         return "stopped"
     return "failed"
 

@@ -27,8 +27,9 @@ Into `--out` it writes:
 
 A run's score is the mean of its evaluation games (`--eval-episodes` at `--eval-epsilon`, 0.05 by default) where it
 played any, else the mean of its last 20 training games. Human-normalized: (score - random) / (human - random), with
-the random and human scores of the 57 games in DQN Zoo's `dqn_zoo/atari_data.py` (github.com/google-deepmind/dqn_zoo),
-which are those of the DQN papers (Mnih et al., 2015; van Hasselt et al., 2016), games started by up to 30 no-ops.
+the random and human scores of the 57 games in DQN Zoo's `dqn_zoo/atari_data.py` (github.com/google-deepmind/dqn_zoo):
+a later set than the Nature paper's own (human Breakout 30.5 and Pong 14.6 here, 31.8 and 9.3 in Mnih et al., 2015),
+games started by up to 30 no-ops.
 A game's `ALE/{Game}-v5` and `{Game}NoFrameskip-v4` ids are the same game (their protocols differ: compare names,
 not ids).
 """

@@ -29,7 +29,7 @@ SCRIPTS = {
 
 def parse(kind: str, out: str) -> dict:
     if kind == "cartpole":
-        mean = float(re.search(r"greedy evaluation over \d+ episodes: mean ([\d.]+)", out).group(1))
+        mean = float(re.search(r"greedy evaluation over \d+ episodes?: mean ([\d.]+)", out).group(1))
         return {"eval_mean": mean, "ok": mean >= 475}
     learned, optimal = map(float, re.search(r"exact, from the model\s+([\d.]+)\s+([\d.]+)", out).groups())
     measured = re.search(r"over [\d,]+ episodes\s+([\d.]+)\s+([\d.]+)", out)

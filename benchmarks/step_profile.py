@@ -121,7 +121,9 @@ def child(script: str, flags: list[str], serial: bool) -> dict:
 
     vector.step_async = timed(send, "env_send")
     vector.step_wait = timed(wait, "env_wait")
-    run = module.Run(module.tyro.cli(module.RunArgs, args=flags), module.GracefulStop())  # as the script's own start
+    if script.startswith("bootstrapped"):  # as its own start does (2 MB pages), before any allocation
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    run = module.Run(module.tyro.cli(module.RunArgs, args=flags), module.GracefulStop(), flags)  # as the script starts
     code = module.main(run.args, run)
     if code != 0 or clock["start"] is None:
         raise SystemExit(f"{script} {' '.join(flags)} exited {code} before any training step was timed")

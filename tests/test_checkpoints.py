@@ -179,7 +179,7 @@ def test_eval_only_plays_a_saved_model_or_checkpoint_and_a_signal_stops_it_at_on
     for path in (os.path.join(run_dir, "dqn_atari.pt"), os.path.join(run_dir, "checkpoint.pt")):
         result = run_script("dqn_atari.py", "--load-model", path, "--eval-only", "--eval-episodes", 1, "--no-cuda")
         assert result.returncode == 0, result.stderr
-        assert "evaluation over 1 games at epsilon 0.05" in result.stdout
+        assert "evaluation over 1 game at epsilon 0.05" in result.stdout
     process = start(
         "dqn_atari.py", ["--load-model", path, "--eval-only", "--eval-episodes", 1000, "--no-cuda"], tmp_path
     )

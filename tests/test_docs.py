@@ -130,5 +130,7 @@ def test_the_page_s_reading_guide_names_the_marker_s_line_and_main_s_length(scri
     [marker] = [i + 1 for i, line in enumerate(source.splitlines()) if line.startswith("# Run management")]
     assert f"`# Run management` (line {marker})" in page
     [main] = [node for node in ast.parse(source).body if getattr(node, "name", None) == "main"]
-    for claimed in re.findall(r"`main\(\)` is the loop, (\d+) lines", page):
+    claims = re.findall(r"`main\(\)` is the loop, (\d+) lines", page)
+    assert claims or script == "dqn_cartpole.py", "dqn_atari.md says how long main() is"
+    for claimed in claims:
         assert int(claimed) == main.end_lineno - main.lineno + 1

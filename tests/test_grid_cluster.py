@@ -102,6 +102,7 @@ def test_a_run_that_ends_otherwise_than_143_after_the_stop_signal_has_failed():
 
     assert grid_py.outcome({"returncode": 143, "stopped": True}) == "stopped"  # saved a checkpoint and stopped
     assert grid_py.outcome({"returncode": None, "stopped": True}) == "stopped"  # queued: never started
+    assert grid_py.outcome({"returncode": -15, "stopped": True}) == "stopped"  # the SIGTERM came during its start-up
     assert grid_py.outcome({"returncode": 1, "stopped": True}) == "failed"  # crashed while stopping
     assert grid_py.outcome({"returncode": -9, "stopped": True}) == "failed"  # killed
     assert grid_py.outcome({"returncode": 143, "stopped": False}) == "failed"  # a SIGTERM that was not the grid's
