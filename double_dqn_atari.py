@@ -999,6 +999,9 @@ class Run:
         if args.track:  # before the writer, whose scalars W&B mirrors
             self._track()
         self.writer = SummaryWriter(self.folder, purge_step=self.step if args.resume else None)
+        if args.eval_only:  # where the play's output goes
+            videos = f", videos in {self.video_folder}-eval" if self.video_folder else ""
+            print(f"playing {args.load_model}: logs in {self.folder}{videos}", flush=True)
         if not args.resume:
             flags = {**vars(args), "device": "cuda" if args.cuda and torch.cuda.is_available() else "cpu"}
             table = "\n".join(f"|{key}|{value}|" for key, value in flags.items())

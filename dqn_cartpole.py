@@ -482,6 +482,9 @@ class Run:
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
         if not self.plays:
             print(f"run {self.name} on {flags['device']} from step 0; logs in {self.folder}", flush=True)
+        else:  # where the play's output goes
+            videos = f", videos in {self.video_folder}-eval" if self.video_folder else ""
+            print(f"playing {args.load_model}: logs in {self.folder}{videos}", flush=True)
 
     def _track(self) -> None:
         """--track: a W&B run that mirrors this one (its scalars, flags and name). W&B failing to start refuses the
