@@ -7,9 +7,9 @@ action, its target head scores it), which is how this project reads the paper's 
   product (einsum) for the outputs. Acting computes the acting head alone;
 - exploration: at the start of every whole game one head is drawn uniformly and the agent acts greedily with
   it until the game ends. Following one randomly drawn value function for a whole game is the paper's "deep"
-  exploration, so epsilon is 0 by default (the flags still work). Before --learning-starts the untrained heads
-  would act arbitrarily anyway, so the agent acts uniformly at random to fill the replay (where its parent's
-  epsilon is still close to 1);
+  exploration, so epsilon is 0 by default (the flags still work). Before the run's first update (--learning-starts) the
+  untrained heads would act arbitrarily anyway, so the agent acts uniformly at random to fill the replay (where
+  its parent's epsilon is still close to 1); a resumed run that refills its memory acts with its trained heads;
 - bootstrapping: each stored transition carries a Bernoulli(--mask-prob) mask with one bit per head, and a head
   learns only from the transitions its mask includes: its loss is the mean squared TD error over them.
   The paper's Atari runs used p = 1 (every head sees all data; the heads then differ by their random
@@ -575,9 +575,10 @@ def main(args: Args, run) -> int:
         epsilon = linear_schedule(
             args.start_e, args.end_e, args.exploration_fraction * args.schedule_timesteps, global_step
         )
-        # act: each env's acting head, greedily (epsilon-greedy if epsilon is set; at random before learning starts)
+        # act: each env's acting head, greedily (epsilon-greedy if epsilon is set); at random before the run's first
+        # update, when the heads are untrained (a resumed run refilling its memory has trained heads: they act)
         actions = rng.integers(n_actions, size=args.num_envs)
-        explore = (rng.random(args.num_envs) < epsilon) | (global_step < learning_starts)
+        explore = (rng.random(args.num_envs) < epsilon) | (global_step < max(args.learning_starts, args.num_envs))
         if not explore.all():
             with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                 q_values = q_network.head_q_values(to_device(torch.from_numpy(obs), device), acting.heads)

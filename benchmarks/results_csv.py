@@ -19,7 +19,7 @@ CURVE_FIELDS = ["kind", "step", "episodic_return"]
 
 
 def read_events(run_dir: str) -> tuple[list[tuple[int, float]], list[float]]:
-    """A runs/{run_name} folder's training games (step, return) and evaluation returns, from its TensorBoard events."""
+    """A runs/{run_name} folder's training games (step, return) and its last evaluation's returns, from its events."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(run_dir, size_guidance={"scalars": 0}).Reload()
@@ -29,8 +29,13 @@ def read_events(run_dir: str) -> tuple[list[tuple[int, float]], list[float]]:
         if "charts/episodic_return" in tags
         else []
     )
-    evaluation = [e.value for e in events.Scalars("eval/episodic_return")] if "eval/episodic_return" in tags else []
-    return games, evaluation
+    # each evaluation logs its games from 0 (an extension's, or one left to a resume, after the first's): the last
+    evaluations = []
+    for event in events.Scalars("eval/episodic_return") if "eval/episodic_return" in tags else []:
+        if event.step == 0 or not evaluations:
+            evaluations.append([])
+        evaluations[-1].append(event.value)
+    return games, evaluations[-1] if evaluations else []
 
 
 def write_curve(path: str, games: list[tuple[int, float]], evaluation: list[float]) -> None:

@@ -49,6 +49,14 @@ CASES = [
         ]
     ],
     ("dqn_atari.py", ["--checkpoint-frequency", -1], "--checkpoint-frequency"),
+    # what a new user tried (the trust pass): a name that would nest folders, gymnasium's refused seeds, a v5 id
+    # without its namespace, an Atari game given to CartPole
+    ("dqn_atari.py", ["--exp-name", "mytest/huber"], "--exp-name 'mytest/huber' cannot name a folder"),
+    ("dqn_cartpole.py", ["--exp-name", "a/b"], "cannot name a folder"),
+    ("dqn_atari.py", ["--seed", -1], "--seed must not be negative"),
+    ("dqn_cartpole.py", ["--seed", -1], "--seed must not be negative"),
+    ("dqn_atari.py", ["--env-id", "Breakout-v5"], "did you mean ALE/Breakout-v5?"),
+    ("dqn_cartpole.py", ["--env-id", "BreakoutNoFrameskip-v4"], "an Atari game: dqn_atari.py plays those"),
     ("dqn_atari.py", ["--eval-only"], "--eval-only and --load-model go together"),
 ]
 
@@ -61,6 +69,7 @@ def test_bad_input_is_one_clear_line(script, flags, message, run_script):
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1, result.stderr
     assert message in error_lines[0]
+    assert "no CUDA GPU" not in result.stderr  # the note comes once every check has passed, never before an error
 
 
 def test_cuda_without_a_gpu_falls_back_to_the_cpu_and_says_so(run_script):
