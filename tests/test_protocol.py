@@ -172,5 +172,5 @@ def test_track_without_wandb_is_one_line_and_leaves_nothing(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", hide_wandb], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: --track needs wandb: pip install wandb"]
+    assert result.stderr.strip().splitlines() == ["error: --track needs wandb: pip install 'wandb>=0.19'"]
     assert not os.listdir(tmp_path)
