@@ -299,6 +299,7 @@ import contextlib
 import importlib.util
 import signal
 import sys
+import tempfile
 
 import cv2
 import tyro
@@ -363,8 +364,8 @@ def check_args(args: RunArgs) -> None:
 
 
 class RecordEpisodes(gym.Wrapper):
-    """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files, in
-    VP9, which browsers and W&B play, with OpenCV (RecordVideo needs moviepy); rendering needs `pip install pygame`."""
+    """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files,
+    with OpenCV (RecordVideo needs moviepy); rendering these envs needs pygame (`pip install pygame`)."""
 
     def __init__(self, env: gym.Env, folder: str):
         super().__init__(env)
@@ -381,7 +382,7 @@ class RecordEpisodes(gym.Wrapper):
             os.makedirs(self.folder, exist_ok=True)
             path, frame = os.path.join(self.folder, f"episode-{episode}.mp4"), self.env.render()
             fps = self.env.metadata.get("render_fps", 30)
-            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"vp09"), fps, frame.shape[1::-1])
+            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
             self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         self.episodes_started += 1
         return obs, info
@@ -559,11 +560,27 @@ class Run:
                         [os.path.join(folder, file) for file in os.listdir(folder)] if os.path.isdir(folder) else []
                     )
                     for path in sorted(p for p in videos if p.endswith(".mp4")):
-                        wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": wandb.Video(path)})
+                        with tempfile.TemporaryDirectory() as temp:  # W&B copies the file as it logs it
+                            video = wandb.Video(browser_playable(path, temp))
+                            wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": video})
                 wandb.finish(exit_code=code)
             except Exception as e:
                 print(f"warning: W&B did not finish ({type(e).__name__}: {e}); the run is saved", file=sys.stderr)
         return code
+
+
+def browser_playable(path: str, folder: str) -> str:
+    """A copy of an mp4 file in VP9, in `folder`: browsers play VP9 (W&B shows videos in one), not the faster mp4v that
+    the recorders write."""
+    copy_path = os.path.join(folder, os.path.basename(path))
+    reader = cv2.VideoCapture(path)
+    size = (int(reader.get(cv2.CAP_PROP_FRAME_WIDTH)), int(reader.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(copy_path, cv2.VideoWriter_fourcc(*"vp09"), reader.get(cv2.CAP_PROP_FPS), size)
+    while (frame := reader.read())[0]:
+        writer.write(frame[1])
+    reader.release()
+    writer.release()
+    return copy_path
 
 
 if __name__ == "__main__":

@@ -654,6 +654,7 @@ import multiprocessing
 import multiprocessing.util  # noqa: F401  (its exit handler is registered now: see kill_env_processes)
 import signal
 import sys
+import tempfile
 
 import cv2
 import tyro
@@ -759,9 +760,8 @@ class LastAction(gym.Wrapper):
 
 
 class RecordGames(gym.Wrapper):
-    """Write the RGB frames of games 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files, in VP9,
-    which browsers and W&B play, with OpenCV (RecordVideo needs moviepy). While `paused` it opens no file: a resumed
-    env's reset is undone at once."""
+    """Write the RGB frames of games 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files, with
+    OpenCV (RecordVideo needs moviepy). While `paused` it opens no file: a resumed env's reset is undone at once."""
 
     def __init__(self, env: gym.Env, folder: str):
         super().__init__(env)
@@ -780,7 +780,7 @@ class RecordGames(gym.Wrapper):
             path, take = os.path.join(self.folder, f"game-{game}.mp4"), 1
             while os.path.exists(path):  # never over a file: an extended run's evaluation plays game 0 again
                 path, take = os.path.join(self.folder, f"game-{game}.{take + 1}.mp4"), take + 1
-            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"vp09"), 60, obs.shape[1::-1])
+            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 60, obs.shape[1::-1])
         self.games_started += 1
         return self.write(obs), info
 
@@ -1304,11 +1304,27 @@ class Run:
                     videos = [f"{folder}/{file}" for file in os.listdir(folder)] if os.path.isdir(folder) else []
                     for path in sorted(videos, key=os.path.getmtime):  # in the order recorded
                         if path.endswith(".mp4") and os.path.getmtime(path) >= self.began:  # not a stopped run's again
-                            wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": wandb.Video(path)})
+                            with tempfile.TemporaryDirectory() as temp:  # W&B copies the file as it logs it
+                                video = wandb.Video(browser_playable(path, temp))
+                                wandb.log({"eval/videos" if folder.endswith("-eval") else "videos": video})
                 wandb.finish(exit_code=code)
             except Exception as e:
                 print(f"warning: W&B did not finish ({type(e).__name__}: {e}); the run is saved", file=sys.stderr)
         return code
+
+
+def browser_playable(path: str, folder: str) -> str:
+    """A copy of an mp4 file in VP9, in `folder`: browsers play VP9 (W&B shows videos in one), not the faster mp4v that
+    the recorders write."""
+    copy_path = os.path.join(folder, os.path.basename(path))
+    reader = cv2.VideoCapture(path)
+    size = (int(reader.get(cv2.CAP_PROP_FRAME_WIDTH)), int(reader.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(copy_path, cv2.VideoWriter_fourcc(*"vp09"), reader.get(cv2.CAP_PROP_FPS), size)
+    while (frame := reader.read())[0]:
+        writer.write(frame[1])
+    reader.release()
+    writer.release()
+    return copy_path
 
 
 if __name__ == "__main__":

@@ -84,8 +84,8 @@ def check_args(args: Args) -> None:
 
 
 class RecordEpisodes(gym.Wrapper):
-    """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files, in
-    VP9, which browsers and W&B play, with OpenCV (RecordVideo needs moviepy); rendering needs `pip install pygame`."""
+    """Write the rendered frames of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (RecordVideo's schedule) to mp4 files,
+    with OpenCV (RecordVideo needs moviepy); rendering these envs needs pygame (`pip install pygame`)."""
 
     def __init__(self, env: gym.Env, folder: str):
         super().__init__(env)
@@ -102,7 +102,7 @@ class RecordEpisodes(gym.Wrapper):
             os.makedirs(self.folder, exist_ok=True)
             path, frame = os.path.join(self.folder, f"episode-{episode}.mp4"), self.env.render()
             fps = self.env.metadata.get("render_fps", 30)
-            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"vp09"), fps, frame.shape[1::-1])
+            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
             self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         self.episodes_started += 1
         return obs, info

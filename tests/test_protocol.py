@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 
+import cv2
 import pytest
 import tyro
 from stable_baselines3.common.atari_wrappers import MaxAndSkipEnv
@@ -159,6 +160,13 @@ def test_a_tracked_run_records_its_flags_scalars_and_videos_and_its_resume_goes_
     for key in ("losses/td_loss", "charts/epsilon", "eval/episodic_return", "videos/path"):
         assert key in first["keys"], key
     assert "eval/videos/path" in resumed["keys"]
+    # the videos W&B got are VP9, which browsers play (the recorders' mp4v is not)
+    uploaded = glob.glob(
+        str(tmp_path / "wandb" / "offline-run-*" / "files" / "media" / "videos" / "**" / "*.mp4"), recursive=True
+    )
+    assert uploaded and all(
+        int(cv2.VideoCapture(path).get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little") == b"VP90" for path in uploaded
+    )
     # the TensorBoard scalars, synced: the resumed run sends only its own steps, none of the first part's again
     assert first["steps"] and max(first["steps"]) < 300 <= min(resumed["steps"])
 

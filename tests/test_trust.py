@@ -184,9 +184,7 @@ def test_a_signal_during_the_final_evaluation_says_it_did_not_run_and_how_to_run
 
 def test_a_play_says_where_it_writes_and_records_no_game_it_did_not_play(tmp_path):
     """The play's folders are named; the evaluation begins no game after its last, whose video used to be a 17-frame
-    file of a game never played; the videos are VP9, which browsers (and W&B) play."""
-    import cv2
-
+    file of a game never played."""
     flags = [*TINY_ATARI, "--total-timesteps", 120, "--eval-episodes", 0, "--save-model"]
     assert run(tmp_path, "dqn_atari.py", *flags).returncode == 0
     [model] = glob.glob(str(tmp_path / "runs" / "*" / "dqn_atari.pt"))
@@ -199,8 +197,6 @@ def test_a_play_says_where_it_writes_and_records_no_game_it_did_not_play(tmp_pat
     assert f"logs in runs/{name}, videos in videos/{name}-eval" in result.stdout
     videos = sorted(os.listdir(tmp_path / "videos" / f"{name}-eval"))
     assert videos == ["game-0.mp4"]  # the game played, and no second one begun
-    fourcc = int(cv2.VideoCapture(str(tmp_path / "videos" / f"{name}-eval" / "game-0.mp4")).get(cv2.CAP_PROP_FOURCC))
-    assert fourcc.to_bytes(4, "little") == b"VP90"
 
 
 # SIGKILLs the run the moment its first checkpoint is in place
