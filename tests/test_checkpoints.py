@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -234,8 +233,7 @@ def test_saved_files_and_resume_errors_are_one_line_each(tmp_path, run_script):
         ("dqn_atari.py", ["--load-model", checkpoint], "--eval-only and --load-model go together"),
         ("dqn_cartpole.py", ["--load-model", checkpoint, "--eval-only"], "saved by dqn_atari.py"),
     ]
-    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: each is mostly the start of a Python process
-        results = list(pool.map(lambda case: run_script(case[0], *case[1], timeout=120), cases))
+    results = [run_script(script, *flags, timeout=120) for script, flags, _ in cases]
     for (script, flags, message), result in zip(cases, results):
         error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert result.returncode == 2 and "Traceback" not in result.stderr, (flags, result.stderr)

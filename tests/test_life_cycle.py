@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TINY_ATARI
+from conftest import ROOT, TINY_ATARI, run_in
 
 SCRIPTS = ["dqn_atari.py"]
 VIDEO = {"dqn_atari.py": ["--capture-video"]}
@@ -26,8 +27,18 @@ def command(script, *flags):
     return [sys.executable, os.path.join(ROOT, script), *map(str, flags)]
 
 
+ZYGOTE = []  # the session's zygote (conftest.py), which runs each command as `python SCRIPT FLAGS` would
+
+
+@pytest.fixture(scope="module", autouse=True)
+def through_the_zygote(zygote):
+    ZYGOTE.append(zygote)
+    yield
+    ZYGOTE.clear()
+
+
 def run(cwd, script, *flags):
-    return subprocess.run(command(script, *flags), cwd=cwd, capture_output=True, text=True, timeout=300)
+    return run_in(ZYGOTE[0], script, flags, cwd, tempfile.mkdtemp())
 
 
 def files(folder):

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import ROOT, TINY_ATARI
+from conftest import ROOT, TINY_ATARI, run_in
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from results_csv import read_events  # noqa: E402  (benchmarks/results_csv.py)
@@ -23,7 +24,19 @@ OLDEST_WANDB = "0.19.11"  # the oldest wandb docs/running.md claims for --track
 TEXT = {"capture_output": True, "text": True, "timeout": 120}
 
 
+ZYGOTE = []  # the session's zygote (conftest.py), which runs each command as `python SCRIPT FLAGS` would
+
+
+@pytest.fixture(scope="module", autouse=True)
+def through_the_zygote(zygote):
+    ZYGOTE.append(zygote)
+    yield
+    ZYGOTE.clear()
+
+
 def run(cwd, script, *flags, env=None, timeout=300):
+    if env is None:
+        return run_in(ZYGOTE[0], script, flags, cwd, tempfile.mkdtemp(), timeout)
     command = [sys.executable, os.path.join(ROOT, script), *map(str, flags)]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
