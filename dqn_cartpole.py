@@ -464,8 +464,6 @@ class Run:
         self.args, self.n_actions = args, int(gym.make(args.env_id).action_space.n)
         if self.saved is not None and self.saved["n_actions"] != self.n_actions:
             raise ValueError(f"the saved agent has {self.saved['n_actions']} actions, {args.env_id} {self.n_actions}")
-        if args.cuda and not torch.cuda.is_available():  # once every check has passed
-            print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.folder = f"runs/{name}" + ("-play" if args.eval_only else "")
         for suffix in range(2, 100):  # a folder of its own, even beside one of the same name begun in the same second
@@ -481,6 +479,8 @@ class Run:
         flags = {**vars(args), "device": "cuda" if args.cuda and torch.cuda.is_available() else "cpu"}
         table = "\n".join(f"|{key}|{value}|" for key, value in flags.items())
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        if args.cuda and not torch.cuda.is_available():  # once every check has passed
+            print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
         if not self.plays:
             print(f"run {self.name} on {flags['device']} from step 0; logs in {self.folder}", flush=True)
         else:  # where the play's output goes
@@ -543,12 +543,13 @@ class Run:
         """The evaluation (at the end of training, or of a saved agent), then the writer and W&B close."""
         if self.saved is not None:
             q_network.load_state_dict(self.saved["model"])
-        self.stop.deferring = False  # from here on, a signal stops at once, and says what it left undone
-        self.stop.leaving = "\nstopped during the evaluation, which did not finish"
+        self.stop.deferring = False  # from here on, a signal stops at once
         if self.args.eval_episodes > 0 and not self.stop.signum:
+            self.stop.leaving = "\nstopped during the evaluation, which did not finish"  # what a stop says
             evaluate_and_log(
                 q_network, self.args, device, self.writer, self.video_folder and self.video_folder + "-eval"
             )
+            self.stop.leaving = None
         self.writer.close()
         code = 128 + self.stop.signum if self.stop.signum else 0
         if self.args.track:  # the videos, then the end of the W&B run; a failure costs a warning
@@ -576,6 +577,8 @@ def browser_playable(path: str, folder: str) -> str:
     reader = cv2.VideoCapture(path)
     size = (int(reader.get(cv2.CAP_PROP_FRAME_WIDTH)), int(reader.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     writer = cv2.VideoWriter(copy_path, cv2.VideoWriter_fourcc(*"vp09"), reader.get(cv2.CAP_PROP_FPS), size)
+    if not writer.isOpened():  # no VP9 encoder here: the file as it is
+        return path
     while (frame := reader.read())[0]:
         writer.write(frame[1])
     reader.release()

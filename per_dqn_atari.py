@@ -862,6 +862,8 @@ class Resumable(gym.Wrapper):
                 self.restore_state(saved_state, seed)
 
     def save_state(self) -> dict:
+        """The state, with numpy arrays: the main process makes them tensors (torch work in a worker forked from a
+        process that had run torch on several threads can hang)."""
         state = {
             "emulator": self.unwrapped.ale.cloneState(include_rng=True).serialize(),
             "np_random": self.unwrapped.np_random.bit_generator.state,
@@ -871,11 +873,9 @@ class Resumable(gym.Wrapper):
             name = type(wrapper).__name__
             for attribute in WRAPPER_STATE.get(name, ()):
                 value = getattr(wrapper, attribute)
-                state[f"{name}.{attribute}"] = (
-                    torch.from_numpy(value.copy()) if isinstance(value, np.ndarray) else value
-                )
+                state[f"{name}.{attribute}"] = value.copy() if isinstance(value, np.ndarray) else value
             if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-                state["frame_stack"] = torch.from_numpy(np.stack(wrapper.obs_queue))
+                state["frame_stack"] = np.stack(wrapper.obs_queue)
         return state
 
     def restore_state(self, state: dict, seed: int) -> None:
@@ -895,9 +895,9 @@ class Resumable(gym.Wrapper):
             for attribute in WRAPPER_STATE.get(type(wrapper).__name__, ()):
                 if (key := f"{type(wrapper).__name__}.{attribute}") in state:  # a run may add or drop videos on resume
                     value = state[key]
-                    setattr(wrapper, attribute, value.numpy().copy() if isinstance(value, torch.Tensor) else value)
+                    setattr(wrapper, attribute, np.array(value) if isinstance(value, torch.Tensor) else value)
             if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-                wrapper.obs_queue = deque(state["frame_stack"].numpy().copy(), maxlen=FRAME_STACK)
+                wrapper.obs_queue = deque(np.array(state["frame_stack"]), maxlen=FRAME_STACK)
 
 
 class GracefulStop:
@@ -961,6 +961,7 @@ CHANGEABLE_FLAGS |= {"track", "wandb_project_name", "wandb_entity"}
 COMMAND_FLAGS = {"resume", "load_model", "eval_only"}  # what this command does: never taken from a saved file
 CHANGEABLE_FLAGS |= COMMAND_FLAGS
 SCRIPT = os.path.basename(__file__)
+CHECKPOINT_FORMAT = 2  # what a checkpoint holds and how: 2 since --schedule-timesteps and part_state()
 
 
 def write_atomically(path: str, contents: dict, stop: GracefulStop) -> None:
@@ -1015,8 +1016,10 @@ def part_state(part) -> dict:
     state = {}
     for name, value in vars(part).items():
         if name == "frames" and part.size.sum() < part.capacity:  # a full memory's are saved as they are, no copy
-            written = torch.from_numpy(written_slots(part, part.size)).split(SLICE)
-            state[name] = torch.cat([value[rows.to(value.device)].cpu() for rows in written])
+            written = torch.from_numpy(written_slots(part, part.size))
+            state[name] = torch.empty((len(written), *value.shape[1:]), dtype=value.dtype)  # on the host
+            for begin in range(0, len(written), SLICE):
+                state[name][begin : begin + SLICE] = value[written[begin : begin + SLICE].to(value.device)]
         elif isinstance(value, np.ndarray):
             state[name] = torch.from_numpy(value.copy())
         elif isinstance(value, np.generic):
@@ -1094,15 +1097,15 @@ class Run:
             raise ValueError(f"the saved agent has {self.saved['n_actions']} actions, {args.env_id} {self.n_actions}")
         if args.resume:
             self._resume()
-        if args.cuda and not torch.cuda.is_available() and not self.finished:  # once every check has passed
-            print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
         if not self.finished:
             self._begin()
+        if args.cuda and not torch.cuda.is_available() and not self.finished:  # once every check has passed
+            print("note: no CUDA GPU found, running on the CPU (--no-cuda silences this)", file=sys.stderr)
 
     def _resume(self) -> None:
         """--resume: is the run stopped, or finished, and what does this command ask of it?"""
         args, self.step, folder = self.args, self.saved["loop"]["step"], os.path.normpath(self.args.resume)
-        if "horizon" in self.saved["loop"]:  # a checkpoint of the scripts before --schedule-timesteps
+        if self.saved["loop"].get("format") != CHECKPOINT_FORMAT:  # an older version's checkpoint
             raise ValueError(f"{folder}: its checkpoint is an older version's; resume it with that version of {SCRIPT}")
         if args.checkpoint_frequency == 0:
             raise ValueError("--checkpoint-frequency 0 would leave the run's checkpoint behind it")
@@ -1225,8 +1228,13 @@ class Run:
         memory is left out with --no-checkpoint-buffer, and from a finished run's last checkpoint unless
         --keep-final-buffer (it is buffer-sized: 6.6 GiB at the Atari default)."""
         memory = self.args.checkpoint_buffer and (self.args.keep_final_buffer or step < self.args.total_timesteps)
-        loop = {"step": step, "obs": torch.from_numpy(self.obs.copy()), "rng": self.rng.bit_generator.state}
-        loop |= {"torch_rng": torch.get_rng_state(), "env": self.envs.call("save_state")}
+        loop = {"format": CHECKPOINT_FORMAT, "step": step, "obs": torch.from_numpy(self.obs.copy())}
+        loop |= {"rng": self.rng.bit_generator.state}
+        envs = [
+            {key: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for key, v in env.items()}
+            for env in self.envs.call("save_state")
+        ]
+        loop |= {"torch_rng": torch.get_rng_state(), "env": envs}
         loop |= {"recent_returns": list(self.recent_returns)}
         loop |= {name: part_state(part) for name, part in self.parts.items() if name not in ("q_network", "replay")}
         if memory:
@@ -1244,8 +1252,8 @@ class Run:
     def end(self, step: int, q_network: nn.Module, device: torch.device) -> int:
         """After the loop, stopped or finished: the last checkpoint, the speed, what the checkpoint kept and what a
         next command can do, the model (--save-model), then the evaluation. Returns the exit code."""
+        self.stop.looping = False  # after the loop, what is left (a save, an upload) is no hang: no grace timer
         self.stop.requested()  # the loop has come round: the grace timer, if a signal set it, is done
-        self.stop.looping = False
         if self.args.checkpoint_frequency and (step != self.checkpointed or not os.path.isfile(self.checkpoint)):
             self.save_checkpoint(step)
         self.envs.close()
@@ -1258,7 +1266,7 @@ class Run:
                 else ")"
             )
         )
-        if self.learning_since is None:
+        if step <= max(self.args.learning_starts, self.args.num_envs):  # the run never reached its first update
             print(f"note: learning had not started by step {step:,} (--learning-starts): the network is untrained")
         resume, finished = f"python {SCRIPT} --resume {self.folder}", step >= self.args.total_timesteps
         if self.stop.signum and not finished:
@@ -1285,12 +1293,15 @@ class Run:
         saved agent), or for a finished run stopped before its evaluation (its final network). Returns the exit code."""
         if self.saved is not None:
             q_network.load_state_dict(self.saved["model"])
-        self.stop.deferring = False  # from here on, a signal stops at once, and says what it left undone
-        again = f"python {SCRIPT} --resume {self.folder} runs it" if not self.args.eval_only else "its games are lost"
-        self.stop.leaving = f"\nstopped during the evaluation, which did not finish: {again}"
+        self.stop.deferring = False  # from here on, a signal stops at once
         if self.args.eval_episodes > 0 and not self.stop.signum:
+            again = (
+                f"python {SCRIPT} --resume {self.folder} runs it" if not self.args.eval_only else "its games are lost"
+            )
+            self.stop.leaving = f"\nstopped during the evaluation, which did not finish: {again}"  # what a stop says
             videos = self.video_folder and self.video_folder + "-eval"
             evaluate_and_log(q_network, self.args, device, self.writer, videos)
+            self.stop.leaving = None
             if not self.args.eval_only:  # a resume then finds the run finished, with nothing left to do
                 with open(f"{self.folder}/evaluated", "w") as f:
                     f.write(f"{self.step}\n")
@@ -1320,6 +1331,8 @@ def browser_playable(path: str, folder: str) -> str:
     reader = cv2.VideoCapture(path)
     size = (int(reader.get(cv2.CAP_PROP_FRAME_WIDTH)), int(reader.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     writer = cv2.VideoWriter(copy_path, cv2.VideoWriter_fourcc(*"vp09"), reader.get(cv2.CAP_PROP_FPS), size)
+    if not writer.isOpened():  # no VP9 encoder here: the file as it is
+        return path
     while (frame := reader.read())[0]:
         writer.write(frame[1])
     reader.release()

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -43,6 +44,9 @@ for line in sys.stdin:
             runpy.run_path(script, run_name="__main__")
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 0 if e.code is None else print(e.code, file=sys.stderr) or 1
+        except KeyboardInterrupt:
+            traceback.print_exc()
+            code = 130
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -63,19 +67,20 @@ for line in sys.stdin:
 
 
 @pytest.fixture(scope="session")
-def zygote():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+def zygote(tmp_path_factory):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen(
         [sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
     )
+    process.outputs = tmp_path_factory.mktemp("zygote")  # each command's stdout and stderr, in a folder of its own
     yield process
     process.stdin.close()
     process.wait(timeout=60)
 
 
-def run_in(zygote, script, flags, cwd, out, timeout=300) -> subprocess.CompletedProcess:
-    """`python SCRIPT FLAGS` in cwd, through the zygote; its output files go to `out`, a folder of their own."""
-    os.makedirs(out, exist_ok=True)
+def run_in(zygote, script, flags, cwd, timeout=300) -> subprocess.CompletedProcess:
+    """`python SCRIPT FLAGS` in cwd, through the zygote. A timeout ends it with -9 (SIGKILL), not TimeoutExpired."""
+    out = tempfile.mkdtemp(dir=zygote.outputs)
     command = [os.path.join(ROOT, script), [str(flag) for flag in flags], str(cwd), str(out), timeout]
     zygote.stdin.write(json.dumps(command) + "\n")
     zygote.stdin.flush()
@@ -89,6 +94,6 @@ def run_script(tmp_path, tmp_path_factory, zygote):
     """Run a top-level script through its real command line, in a scratch folder; returns the CompletedProcess."""
 
     def run(script, *flags, timeout=300):
-        return run_in(zygote, script, flags, tmp_path, tmp_path_factory.mktemp("output"), timeout)
+        return run_in(zygote, script, flags, tmp_path, timeout)
 
     return run

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -38,7 +37,7 @@ def through_the_zygote(zygote):
 
 
 def run(cwd, script, *flags):
-    return run_in(ZYGOTE[0], script, flags, cwd, tempfile.mkdtemp())
+    return run_in(ZYGOTE[0], script, flags, cwd)
 
 
 def files(folder):

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -36,7 +35,7 @@ def through_the_zygote(zygote):
 
 def run(cwd, script, *flags, env=None, timeout=300):
     if env is None:
-        return run_in(ZYGOTE[0], script, flags, cwd, tempfile.mkdtemp(), timeout)
+        return run_in(ZYGOTE[0], script, flags, cwd, timeout)
     command = [sys.executable, os.path.join(ROOT, script), *map(str, flags)]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -70,6 +69,8 @@ class LargestCopy(TorchDispatchMode):
             self.rows = max(self.rows, out.shape[0])
         if func in (torch.ops.aten.index_put_.default, torch.ops.aten.index_put.default) and args[2].dim() == 3:
             self.rows = max(self.rows, args[2].shape[0])
+        if func is torch.ops.aten.cat.default and out.dim() == 3:  # slices joined at the end: all of them at once
+            self.rows = max(self.rows, out.shape[0])
         return out
 
 
@@ -159,22 +160,31 @@ def test_an_extended_run_s_report_takes_its_last_evaluation(tmp_path):
     assert evaluation == [float(score) for score in printed.split(", ")]  # the extension's 3 games, not 2 + 3
 
 
-def test_a_signal_after_the_loop_arms_no_grace_timer():
-    """After the loop (saving the model, closing the envs, W&B's upload) a first signal used to arm the 60 s timer,
-    which then cut a slow upload short with a false 'exiting unsaved'."""
-    import dqn_atari
+# The grace timer at 1 s; the envs' close (after the loop) takes a SIGTERM, then 2 s, as a slow end would
+SIGNAL_AFTER_THE_LOOP = """
+import os, runpy, signal, sys, time
+import gymnasium as gym
+alarm = signal.alarm
+signal.alarm = lambda seconds: alarm(min(seconds, 1))
+close = gym.vector.AsyncVectorEnv.close
+def slow_close(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(2)
+    return close(self, *args, **kwargs)
+gym.vector.AsyncVectorEnv.close = slow_close
+script, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
 
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
-    try:
-        stop = dqn_atari.GracefulStop(grace_s=1)
-        stop.looping = False  # as Run.end() leaves it
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(1.5)  # a grace timer would have ended the process by now
-        assert stop.signum == signal.SIGTERM
-    finally:
-        signal.alarm(0)
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+
+def test_a_signal_after_the_loop_arms_no_grace_timer(tmp_path):
+    """After the loop (saving the model, closing the envs, W&B's upload) a first signal used to arm the 60 s timer,
+    which then cut a slow end short with a false 'exiting unsaved'."""
+    flags = [*TINY_ATARI, "--total-timesteps", 120, "--eval-episodes", 0, "--save-model"]
+    command = [sys.executable, "-c", SIGNAL_AFTER_THE_LOOP, os.path.join(ROOT, "dqn_atari.py"), *map(str, flags)]
+    result = subprocess.run(command, cwd=tmp_path, **TEXT)
+    assert result.returncode == 143 and "did not stop within" not in result.stderr, result.stderr
+    assert "model saved to" in result.stdout
 
 
 def test_a_signal_during_the_final_evaluation_says_it_did_not_run_and_how_to_run_it(tmp_path):
@@ -212,13 +222,24 @@ def test_a_play_says_where_it_writes_and_records_no_game_it_did_not_play(tmp_pat
     assert videos == ["game-0.mp4"]  # the game played, and no second one begun
 
 
-# SIGKILLs the run the moment its first checkpoint is in place
+# SIGKILLs the run the moment its first checkpoint is in place; exits 3 instead if the TensorBoard writer then holds
+# events it has not flushed (with TensorFlow installed, it holds them for up to 120 s, and the kill loses them)
 KILL_AT_CHECKPOINT = """
 import os, runpy, signal, sys
-replace = os.replace
+from torch.utils.tensorboard import SummaryWriter
+pending, add, flush, replace = [False], SummaryWriter.add_scalar, SummaryWriter.flush, os.replace
+def adding(self, *args, **kwargs):
+    pending[0] = True
+    return add(self, *args, **kwargs)
+def flushing(self):
+    pending[0] = False
+    return flush(self)
+SummaryWriter.add_scalar, SummaryWriter.flush = adding, flushing
 def replace_then_die(source, target, *args, **kwargs):
     replace(source, target, *args, **kwargs)
     if str(target).endswith("checkpoint.pt"):
+        if pending[0]:
+            os._exit(3)
         os.kill(os.getpid(), signal.SIGKILL)
 os.replace = replace_then_die
 script, sys.argv = sys.argv[1], sys.argv[1:]
@@ -235,7 +256,7 @@ def test_a_kill_just_after_a_checkpoint_loses_no_event_before_it(tmp_path):
     assert alone.returncode == 0, alone.stderr
     command = [sys.executable, "-c", KILL_AT_CHECKPOINT, os.path.join(ROOT, "dqn_atari.py")]
     killed = subprocess.run([*command, *map(str, flags), "--exp-name", "killed"], cwd=tmp_path, **TEXT)
-    assert killed.returncode == -signal.SIGKILL
+    assert killed.returncode == -signal.SIGKILL, "events not flushed at the checkpoint"
     [run_dir] = glob.glob(str(tmp_path / "runs" / "*__killed__*"))
     assert run(tmp_path, "dqn_atari.py", "--resume", run_dir).returncode == 0
     [alone_dir] = glob.glob(str(tmp_path / "runs" / "*__alone__*"))
@@ -272,3 +293,14 @@ def test_error_messages_point_the_right_way(tmp_path):
     assert result.returncode == 2 and f"--resume takes the run's folder, not a file: --resume {name}" in result.stderr
     result = run(tmp_path, "dqn_atari.py", "--load-model", name, "--eval-only")
     assert result.returncode == 2 and "name one of its saved files (.pt): checkpoint.pt, dqn_atari.pt" in result.stderr
+
+
+def test_a_resume_on_several_threads_goes_on(tmp_path):
+    """The env state once came back from the env processes as torch tensors: copying one there, in a process forked
+    after the main process had run torch on several threads, hung at the first checkpoint after a resume."""
+    flags = [*TINY_ATARI, "--total-timesteps", 200, "--checkpoint-frequency", 100, "--eval-episodes", 0]
+    assert run(tmp_path, "dqn_atari.py", *flags).returncode == 0
+    [run_dir] = glob.glob(str(tmp_path / "runs" / "*"))
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}  # the suite's other runs use one thread
+    result = run(tmp_path, "dqn_atari.py", "--resume", run_dir, "--total-timesteps", 400, env=env, timeout=120)
+    assert result.returncode == 0 and torch.load(f"{run_dir}/checkpoint.pt", weights_only=True)["loop"]["step"] == 400
