@@ -536,7 +536,7 @@ class RunArgs(Args):
     capture_video: bool = False
     """record games 0, 1, 8, 27, ... and the evaluation games as mp4 files in `videos/{run_name}`"""
     track: bool = False
-    """mirror the run to Weights & Biases (needs `pip install wandb`): its scalars, its flags, its videos"""
+    """mirror the run to Weights & Biases (needs wandb 0.19 or newer): its scalars, its flags, its videos"""
     wandb_project_name: str = "dqn-family"
     """the W&B project of --track"""
     wandb_entity: str | None = None

@@ -26,7 +26,7 @@ TINY_ATARI = "--no-cuda --learning-starts 100 --buffer-size 300 --batch-size 8".
 # stderr (a traceback where an exception escapes). Each child is a fresh copy of the zygote, so nothing passes between
 # commands, and each saves the 1.5 s a new interpreter takes to import torch. ale_py is not imported in the zygote: it
 # registers the Atari ids, which CartPole must not see; the Atari scripts import it themselves.
-ZYGOTE = r"""
+ZYGOTE_PROGRAM = r"""
 import json, os, runpy, signal, sys, time, traceback
 import cv2, gymnasium, numpy, stable_baselines3.common.atari_wrappers, torch, tyro
 import torch.utils.tensorboard
@@ -66,14 +66,19 @@ for line in sys.stdin:
 """
 
 
-@pytest.fixture(scope="session")
+ZYGOTE = []  # the session's zygote, for the tests' module-level helpers (run_command)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def zygote(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen(
-        [sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", ZYGOTE_PROGRAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
     )
     process.outputs = tmp_path_factory.mktemp("zygote")  # each command's stdout and stderr, in a folder of its own
+    ZYGOTE.append(process)
     yield process
+    ZYGOTE.clear()
     process.stdin.close()
     process.wait(timeout=60)
 
@@ -87,6 +92,14 @@ def run_in(zygote, script, flags, cwd, timeout=300) -> subprocess.CompletedProce
     code = json.loads(zygote.stdout.readline())
     stdout, stderr = (open(os.path.join(out, name)).read() for name in ("stdout", "stderr"))
     return subprocess.CompletedProcess([script, *flags], code, stdout, stderr)
+
+
+def run_command(cwd, script, *flags, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """`python SCRIPT FLAGS` in cwd: through the zygote, or, with an environment of its own, as a process of its own."""
+    if env is None:
+        return run_in(ZYGOTE[0], script, flags, cwd, timeout)
+    command = [sys.executable, os.path.join(ROOT, script), *map(str, flags)]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture

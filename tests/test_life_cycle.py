@@ -15,7 +15,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TINY_ATARI, run_in
+from conftest import ROOT, TINY_ATARI, run_command
 
 SCRIPTS = ["dqn_atari.py"]
 VIDEO = {"dqn_atari.py": ["--capture-video"]}
@@ -26,18 +26,7 @@ def command(script, *flags):
     return [sys.executable, os.path.join(ROOT, script), *map(str, flags)]
 
 
-ZYGOTE = []  # the session's zygote (conftest.py), which runs each command as `python SCRIPT FLAGS` would
-
-
-@pytest.fixture(scope="module", autouse=True)
-def through_the_zygote(zygote):
-    ZYGOTE.append(zygote)
-    yield
-    ZYGOTE.clear()
-
-
-def run(cwd, script, *flags):
-    return run_in(ZYGOTE[0], script, flags, cwd)
+run = run_command  # `python SCRIPT FLAGS` in a folder, through the session's zygote (conftest.py)
 
 
 def files(folder):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import ROOT, TINY_ATARI, run_in
+from conftest import ROOT, TINY_ATARI, run_command
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from results_csv import read_events  # noqa: E402  (benchmarks/results_csv.py)
@@ -23,21 +23,7 @@ OLDEST_WANDB = "0.19.11"  # the oldest wandb docs/running.md claims for --track
 TEXT = {"capture_output": True, "text": True, "timeout": 120}
 
 
-ZYGOTE = []  # the session's zygote (conftest.py), which runs each command as `python SCRIPT FLAGS` would
-
-
-@pytest.fixture(scope="module", autouse=True)
-def through_the_zygote(zygote):
-    ZYGOTE.append(zygote)
-    yield
-    ZYGOTE.clear()
-
-
-def run(cwd, script, *flags, env=None, timeout=300):
-    if env is None:
-        return run_in(ZYGOTE[0], script, flags, cwd, timeout)
-    command = [sys.executable, os.path.join(ROOT, script), *map(str, flags)]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+run = run_command  # `python SCRIPT FLAGS` in a folder: through the session's zygote (conftest.py), or with its own env
 
 
 def test_track_works_with_the_oldest_wandb_claimed(tmp_path):
