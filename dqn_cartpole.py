@@ -572,12 +572,13 @@ class Run:
 
 def browser_playable(path: str, folder: str) -> str:
     """A copy of an mp4 file in VP9, in `folder`: browsers play VP9 (W&B shows videos in one), not the faster mp4v that
-    the recorders write."""
+    the recorders write. Where OpenCV has no VP9 encoder, the file itself, which browsers may not play."""
     copy_path = os.path.join(folder, os.path.basename(path))
     reader = cv2.VideoCapture(path)
     size = (int(reader.get(cv2.CAP_PROP_FRAME_WIDTH)), int(reader.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     writer = cv2.VideoWriter(copy_path, cv2.VideoWriter_fourcc(*"vp09"), reader.get(cv2.CAP_PROP_FPS), size)
     if not writer.isOpened():  # no VP9 encoder here: the file as it is
+        reader.release()
         return path
     while (frame := reader.read())[0]:
         writer.write(frame[1])

@@ -1015,7 +1015,8 @@ def part_state(part) -> dict:
         return part.state_dict()
     state = {}
     for name, value in vars(part).items():
-        if name == "frames" and part.size.sum() < part.capacity:  # a full memory's are saved as they are, no copy
+        if name == "frames" and part.size.sum() < part.capacity:  # a full memory's are saved as they are (on a GPU,
+            # torch.save copies them to the host once)
             written = torch.from_numpy(written_slots(part, part.size))
             state[name] = torch.empty((len(written), *value.shape[1:]), dtype=value.dtype)  # on the host
             for begin in range(0, len(written), SLICE):
@@ -1082,6 +1083,8 @@ class Run:
             self.saved = load_saved(os.path.join(args.resume, "checkpoint.pt") if args.resume else args.load_model)
             if args.resume and "loop" not in self.saved:
                 raise ValueError(f"{args.resume}/checkpoint.pt holds a model but not a training loop to resume")
+            if args.resume and self.saved["loop"].get("format") != CHECKPOINT_FORMAT:  # an older version's
+                raise ValueError(f"{args.resume}: its checkpoint is an older version's; resume it with that version")
             # the saved run's flags, under those this command line names (parsed again, over them)
             saved = {name: value for name, value in self.saved["args"].items() if name in RunArgs.__dataclass_fields__}
             saved |= {name: getattr(args, name) for name in COMMAND_FLAGS}
@@ -1105,8 +1108,6 @@ class Run:
     def _resume(self) -> None:
         """--resume: is the run stopped, or finished, and what does this command ask of it?"""
         args, self.step, folder = self.args, self.saved["loop"]["step"], os.path.normpath(self.args.resume)
-        if self.saved["loop"].get("format") != CHECKPOINT_FORMAT:  # an older version's checkpoint
-            raise ValueError(f"{folder}: its checkpoint is an older version's; resume it with that version of {SCRIPT}")
         if args.checkpoint_frequency == 0:
             raise ValueError("--checkpoint-frequency 0 would leave the run's checkpoint behind it")
         self.finished = self.saved["args"]["total_timesteps"] <= args.total_timesteps <= self.step  # to where it is
@@ -1266,7 +1267,8 @@ class Run:
                 else ")"
             )
         )
-        if step <= max(self.args.learning_starts, self.args.num_envs):  # the run never reached its first update
+        first = -(-max(self.args.learning_starts, self.args.num_envs) // self.args.train_frequency)
+        if step <= first * self.args.train_frequency:  # the run never reached its first update
             print(f"note: learning had not started by step {step:,} (--learning-starts): the network is untrained")
         resume, finished = f"python {SCRIPT} --resume {self.folder}", step >= self.args.total_timesteps
         if self.stop.signum and not finished:
@@ -1275,8 +1277,6 @@ class Run:
                 f"\ninterrupted at step {step:,}; {where or 'no checkpoint (--checkpoint-frequency 0)'}",
                 file=sys.stderr,
             )
-        elif self.stop.signum:
-            print(f"\nfinished at step {step:,}, stopped before its evaluation: {resume} runs it", file=sys.stderr)
         if finished and self.args.checkpoint_frequency:
             memory = "keeps the replay memory" if self.memory_kept else "leaves the replay memory out"
             why = "" if self.memory_kept else " (--keep-final-buffer keeps it)" if self.args.checkpoint_buffer else ""
@@ -1294,10 +1294,11 @@ class Run:
         if self.saved is not None:
             q_network.load_state_dict(self.saved["model"])
         self.stop.deferring = False  # from here on, a signal stops at once
+        resume, finished = f"python {SCRIPT} --resume {self.folder}", self.step >= self.args.total_timesteps
+        if self.args.eval_episodes > 0 and self.stop.signum and finished and not self.args.eval_only:
+            print(f"\nfinished at step {self.step:,}, stopped before its evaluation: {resume} runs it", file=sys.stderr)
         if self.args.eval_episodes > 0 and not self.stop.signum:
-            again = (
-                f"python {SCRIPT} --resume {self.folder} runs it" if not self.args.eval_only else "its games are lost"
-            )
+            again = f"{resume} runs it" if not self.args.eval_only else "its games are lost"
             self.stop.leaving = f"\nstopped during the evaluation, which did not finish: {again}"  # what a stop says
             videos = self.video_folder and self.video_folder + "-eval"
             evaluate_and_log(q_network, self.args, device, self.writer, videos)
@@ -1326,12 +1327,13 @@ class Run:
 
 def browser_playable(path: str, folder: str) -> str:
     """A copy of an mp4 file in VP9, in `folder`: browsers play VP9 (W&B shows videos in one), not the faster mp4v that
-    the recorders write."""
+    the recorders write. Where OpenCV has no VP9 encoder, the file itself, which browsers may not play."""
     copy_path = os.path.join(folder, os.path.basename(path))
     reader = cv2.VideoCapture(path)
     size = (int(reader.get(cv2.CAP_PROP_FRAME_WIDTH)), int(reader.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     writer = cv2.VideoWriter(copy_path, cv2.VideoWriter_fourcc(*"vp09"), reader.get(cv2.CAP_PROP_FPS), size)
     if not writer.isOpened():  # no VP9 encoder here: the file as it is
+        reader.release()
         return path
     while (frame := reader.read())[0]:
         writer.write(frame[1])
@@ -1347,6 +1349,6 @@ if __name__ == "__main__":
     except (ValueError, OSError) as e:  # a refused command: one line, and exit 2
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # before GracefulStop takes over the signals: just stop
+    except KeyboardInterrupt:  # in the instant before GracefulStop takes over the signals: just stop
         sys.exit(130)
     sys.exit(0 if run.finished else main(run.args, run))
