@@ -112,7 +112,14 @@ REFERENCE_SCORES = {
 LAST_GAMES = 20
 ROUGH_BELOW = 5  # runs per name: an interval on fewer is rough (see benchmarks/interval_coverage.py) and ranks nothing
 # names in this order (a variant after its parent), then any others alphabetically
-ORDER = ["dqn_atari", "double_dqn_atari", "dueling_dqn_atari", "per_dqn_atari", "bootstrapped_dqn_atari"]
+ORDER = [
+    "dqn_atari",
+    "double_dqn_atari",
+    "dueling_dqn_atari",
+    "per_dqn_atari",
+    "bootstrapped_dqn_atari",
+    "rainbow_atari",
+]
 
 
 @dataclass

@@ -37,6 +37,12 @@ CASES = [
     ("bootstrapped_dqn_atari.py", ["--n-heads", 0], "--n-heads"),
     ("bootstrapped_dqn_atari.py", ["--mask-prob", 0], "--mask-prob"),
     ("bootstrapped_dqn_atari.py", ["--mask-prob", 1.5], "--mask-prob"),
+    ("rainbow_atari.py", ["--n-step", 0], "--n-step must be positive"),
+    ("rainbow_atari.py", ["--v-min", 10, "--v-max", -10], "--v-min below --v-max"),
+    ("rainbow_atari.py", ["--n-atoms", 1], "--n-atoms of 2 or more"),
+    ("rainbow_atari.py", ["--noisy-std", -0.1], "--noisy-std"),
+    ("rainbow_atari.py", ["--learning-starts", 5, "--num-envs", 2], "--learning-starts must be at least"),
+    ("rainbow_atari.py", ["--buffer-size", 12, "--batch-size", 4, "--num-envs", 2], "at least 7 per env (14)"),
     *[
         (script, ["--gamma", 1.5], "--gamma")
         for script in [
@@ -46,6 +52,7 @@ CASES = [
             "dueling_dqn_atari.py",
             "per_dqn_atari.py",
             "bootstrapped_dqn_atari.py",
+            "rainbow_atari.py",
         ]
     ],
     ("dqn_atari.py", ["--checkpoint-frequency", -1], "--checkpoint-frequency"),

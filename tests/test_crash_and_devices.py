@@ -69,7 +69,8 @@ def processes_with(marker: str) -> list[int]:
     # dqn_atari.py at N = 1 and 3, and the variants whose loops differ most from it (double and dueling change only
     # the target and the network) at N = 3; test_learning_starts... below crashes every script's old first update too
     "script, num_envs",
-    [("dqn_atari.py", 1), ("dqn_atari.py", 3), ("per_dqn_atari.py", 3), ("bootstrapped_dqn_atari.py", 3)],
+    [("dqn_atari.py", 1), ("dqn_atari.py", 3), ("per_dqn_atari.py", 3), ("bootstrapped_dqn_atari.py", 3)]
+    + [("rainbow_atari.py", 3)],
     ids=lambda x: str(x),
 )
 def test_a_crash_in_the_update_ends_the_run_and_its_env_processes(script, num_envs, tmp_path):
@@ -186,7 +187,7 @@ def fill(buffer, n_streams: int, steps: int, rng: np.random.Generator, **extra) 
         obs = next_obs
 
 
-@pytest.mark.parametrize("script", ATARI_SCRIPTS)
+@pytest.mark.parametrize("script", [*ATARI_SCRIPTS, "rainbow_atari.py"])
 def test_sampling_with_the_replay_frames_on_another_device(script, monkeypatch):
     """--buffer-device cuda, with the `meta` device standing in for the GPU: the frames are stored and sampled there,
     and every batch comes back on the training device. Before the fix, get() gathered the frames into a CPU tensor
@@ -208,6 +209,11 @@ def test_sampling_with_the_replay_frames_on_another_device(script, monkeypatch):
         fill(buffer, n_streams, 12, rng)
         batch, _, weights = buffer.sample(8, rng, meta, 0.4)
         assert weights.device == meta and any(x.dtype == torch.float32 and x.shape == (8,) for x in handed)
+    elif script == "rainbow_atari.py":  # n-step transitions: two stacks gathered per transition
+        buffer = module.PrioritizedFrameReplayBuffer(*args, alpha=0.5, priority_epsilon=1e-6, n_step=3, gamma=0.99)
+        fill(buffer, n_streams, 12, rng)
+        batch, _, weights = buffer.sample(8, rng, meta, 0.4)
+        assert weights.device == meta and batch.discounts.shape == (8,)
     elif script == "bootstrapped_dqn_atari.py":
         buffer = module.MaskedFrameReplayBuffer(*args, n_heads=10)
         fill(buffer, n_streams, 12, rng, masks=np.ones((n_streams, 10), dtype=bool))

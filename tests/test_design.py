@@ -37,7 +37,7 @@ SHARED_BLOCKS = {
         "bootstrapped_dqn_atari.py",
         "dqn_cartpole.py",
     ],
-    "scale_gradient": ["dueling_dqn_atari.py", "bootstrapped_dqn_atari.py"],
+    "scale_gradient": ["dueling_dqn_atari.py", "bootstrapped_dqn_atari.py", "rainbow_atari.py"],
     # the run management below the marker: one block in every Atari script (CartPole keeps a smaller one)
     **{
         name: ATARI_SCRIPTS

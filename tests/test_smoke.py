@@ -21,12 +21,18 @@ SMOKE_RUNS = {
     "dueling_dqn_atari.py": [*ATARI_SMOKE, "--bf16"],
     "per_dqn_atari.py": [*ATARI_SMOKE, "--bf16"],
     "bootstrapped_dqn_atari.py": [*ATARI_SMOKE, "--n-heads", "3", "--mask-prob", "0.5", "--bf16"],
+    "rainbow_atari.py": [*ATARI_SMOKE, "--bf16"],
+    # CleanRL's smoke flags for its Atari DQN and C51 (tests/test_atari.py), on the CPU, with one evaluation game
+    "rainbow_atari.py --cleanrl": [
+        *"--learning-starts 10 --total-timesteps 16 --buffer-size 10 --batch-size 4 --no-cuda --eval-episodes 1".split()
+    ],
 }
 
 
 @pytest.mark.parametrize("script", sorted(SMOKE_RUNS))
 def test_script_runs_and_saves_its_model(script, run_script, tmp_path):
-    result = run_script(script, *SMOKE_RUNS[script], "--save-model")
+    flags, script = SMOKE_RUNS[script], script.split()[0]
+    result = run_script(script, *flags, "--save-model")
     assert result.returncode == 0, result.stderr
     if script == "dqn_cartpole.py":
         assert "keeping the network of step 199," in result.stdout, result.stdout
