@@ -102,7 +102,7 @@ class Args:
     exploration_fraction: float = 0.10
     """the fraction of --schedule-timesteps it takes to go from start_e to end_e"""
     learning_starts: int = 20_000
-    """the steps before learning starts, from where the replay memory began filling (at least --num-envs)"""
+    """the steps before learning starts, from where the replay memory began filling (at least --n-step * --num-envs)"""
     train_frequency: int = 4
     """the number of steps between gradient updates"""
     eval_episodes: int = 10
@@ -833,12 +833,17 @@ def check_args(args: RunArgs) -> None:
         raise ValueError(f"--buffer-size must be at least {per_env} per env ({per_env * args.num_envs})")
     if args.learning_starts < args.n_step * args.num_envs:  # by then every stream holds a whole n-step transition
         raise ValueError(f"--learning-starts must be at least --n-step * --num-envs ({args.n_step * args.num_envs})")
-    if args.n_atoms < 2 or not args.v_min < args.v_max:
-        raise ValueError(
-            f"the atoms need --n-atoms of 2 or more and --v-min below --v-max, got {args.n_atoms}, [{args.v_min}, {args.v_max}]"
-        )
-    if args.noisy_std < 0:
-        raise ValueError(f"--noisy-std must not be negative, got {args.noisy_std}")
+    largest = float(np.finfo(np.float32).max)
+    if not (abs(args.v_min) <= largest and abs(args.v_max) <= largest):  # nan and inf too
+        raise ValueError(f"--v-min and --v-max must be finite float32 numbers, got {args.v_min}, {args.v_max}")
+    if not 2 <= args.n_atoms <= 1001:  # the projection holds batch x atoms x atoms numbers
+        raise ValueError(f"--n-atoms must be in [2, 1001], got {args.n_atoms}")
+    if (
+        not torch.linspace(args.v_min, args.v_max, args.n_atoms).diff().gt(0).all()
+    ):  # the atoms, as the network has them
+        raise ValueError(f"--v-min must be below --v-max, the atoms apart in float32, got [{args.v_min}, {args.v_max}]")
+    if not 0 <= args.noisy_std < float("inf"):  # nan too
+        raise ValueError(f"--noisy-std must be finite and not negative, got {args.noisy_std}")
     if args.eval_only != (args.load_model is not None):
         raise ValueError("--eval-only and --load-model go together (to continue training a run, use --resume)")
     if args.eval_only and args.eval_episodes == 0:

@@ -5,8 +5,8 @@
 #   1. the replay memory on the GPU: batches sampled from frames stored on the GPU, and from frames in pinned host
 #      memory, equal the CPU's batches for the same slots, in every Atari script (the lines no CPU runs);
 #   2. every script with --cuda --save-model, tiny counts, 6 at a time (16 cores); the Atari scripts also with
-#      --buffer-device cuda, dqn_atari.py at --num-envs 4, and --bf16 (dqn_atari.py; bootstrapped with --buffer-device
-#      cuda); each must exit 0 with its evaluation done;
+#      --buffer-device cuda, dqn_atari.py at --num-envs 4, and --bf16 (dqn_atari.py, rainbow; bootstrapped with
+#      --buffer-device cuda); each must exit 0 with its evaluation done;
 #   3. only while time is left (it stops starting new work at 450 s): training-phase SPS of dqn_atari.py at N = 1 and
 #      8, with and without --buffer-device cuda, and SB3's DQN on the same settings; one round each, so these are
 #      first figures, not claims (a claim needs 5 alternating rounds).
@@ -20,10 +20,12 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 timeout 120 python3 - > "$OUT/gpu_buffer.txt" 2>&1 <<'PY'
 import importlib, numpy as np, torch
 cuda, cpu, failures = torch.device("cuda"), torch.device("cpu"), 0
-for script in ["dqn_atari", "double_dqn_atari", "dueling_dqn_atari", "per_dqn_atari", "bootstrapped_dqn_atari"]:
+for script in ["dqn_atari", "double_dqn_atari", "dueling_dqn_atari", "per_dqn_atari", "bootstrapped_dqn_atari", "rainbow_atari"]:
     module = importlib.import_module(script)
     rng = np.random.default_rng(0)
     buffers = {where: module.FrameReplayBuffer(200, (84, 84), 4, where, 3) for where in (cpu, cuda)}
+    if script == "rainbow_atari":  # its n-step transitions (two gathers through the parent's get)
+        buffers = {where: module.PrioritizedFrameReplayBuffer(200, (84, 84), 4, where, 3, 0.5, 1e-6, 3, 0.99) for where in (cpu, cuda)}
     obs = rng.integers(0, 256, (3, 4, 84, 84), dtype=np.uint8)
     for t in range(40):
         next_obs = rng.integers(0, 256, (3, 4, 84, 84), dtype=np.uint8)
@@ -49,11 +51,12 @@ grep -q "buffer check: 0 failure" "$OUT/gpu_buffer.txt" || FAILED="buffer check"
 TINY="--env-id BreakoutNoFrameskip-v4 --cuda --save-model --total-timesteps 2000 --learning-starts 500 --buffer-size 1000 --eval-episodes 1"
 {
   echo "dqn_cartpole.py --cuda --save-model --total-timesteps 3000 --learning-starts 500"
-  for s in dqn_atari.py double_dqn_atari.py dueling_dqn_atari.py per_dqn_atari.py bootstrapped_dqn_atari.py; do
+  for s in dqn_atari.py double_dqn_atari.py dueling_dqn_atari.py per_dqn_atari.py bootstrapped_dqn_atari.py rainbow_atari.py; do
     echo "$s $TINY"; echo "$s $TINY --buffer-device cuda"
   done
   echo "dqn_atari.py $TINY --num-envs 4"
   echo "dqn_atari.py $TINY --bf16"; echo "bootstrapped_dqn_atari.py $TINY --bf16 --buffer-device cuda"
+  echo "rainbow_atari.py $TINY --bf16"
 } > "$OUT/gpu_runs.txt"
 echo "line,command,exit_code" > "$OUT/gpu_correctness.csv"
 export OUT

@@ -33,7 +33,7 @@ def play(n_streams: int, steps: int, stream_capacity: int, n_step: int, gamma: f
         truncated &= ~terminated
         reached = np.array([next(ids[k]) for k in range(n_streams)])
         stack = lambda frame_ids: np.broadcast_to(frame_ids[:, None, None, None], (n_streams, 4, 1, 1)).astype(np.uint8)  # noqa: E731
-        rb.add(stack(current), np.zeros(n_streams, np.int64), rewards, stack(reached), terminated, truncated)
+        rb.add(stack(current), current % 4, rewards, stack(reached), terminated, truncated)  # action: the id mod 4
         for k in range(n_streams):
             played[k].append((current[k], rewards[k], reached[k], terminated[k], truncated[k]))
         # an ended episode starts again from a new first observation
@@ -73,6 +73,7 @@ def test_n_step_transitions_match_a_hand_computation(n_step):
         expected = by_hand[obs_id]
         assert expected is not None, f"slot {slot} (obs {obs_id}) is drawable before its n steps are played"
         returns, reached, terminated, discount = expected
+        assert batch.actions[j].item() == obs_id % 4, obs_id  # the first transition's action
         assert batch.returns[j].item() == pytest.approx(returns, rel=1e-6), obs_id
         assert int(batch.next_obs[j, -1, 0, 0]) == reached, obs_id
         assert batch.terminated[j].item() == float(terminated), obs_id
@@ -131,7 +132,8 @@ def test_projection_matches_a_hand_computed_example():
 def test_target_uses_the_online_choice_the_return_and_the_discount_and_stops_at_a_termination():
     support = torch.tensor([-1.0, 0.0, 1.0])
     next_q_online = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])  # the online network picks action 1
-    next_probs_target = torch.tensor([[[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]]] * 3)  # action 0's distribution is a decoy
+    # the target network would pick action 0 (mean 1 > 0.3): Double DQN takes the online network's pick instead
+    next_probs_target = torch.tensor([[[0.0, 0.0, 1.0], [0.2, 0.3, 0.5]]] * 3)
     returns, discounts = torch.tensor([0.5, 0.25, 2.0]), torch.tensor([0.5, 0.5, 0.9])
     terminated = torch.tensor([0.0, 1.0, 0.0])
     data = rainbow.NStepBatch(None, None, returns, None, terminated, discounts)
@@ -182,7 +184,12 @@ def test_the_network_is_deterministic_under_a_seed_and_noisy_within_a_run():
     noisy_a, noisy_b, mean_a, mean_b = first
     assert noisy_a.shape == (3, 4) and not torch.equal(noisy_a, noisy_b)  # each acting step draws anew
     assert torch.equal(mean_a, mean_b)  # the evaluation acts on the mean weights
-    assert not all(torch.equal(a, b) for a, b in zip(q_values(7), q_values(8)))
+    torch.manual_seed(7)
+    network, obs = rainbow.QNetwork(4, args), torch.zeros(1, 4, 84, 84, dtype=torch.uint8)
+    torch.manual_seed(8)
+    other_noise = network(obs)
+    torch.manual_seed(9)
+    assert not torch.equal(other_noise, network(obs))  # the same weights, other noise: the generator draws it
 
 
 # Runs rainbow_atari.py as `python rainbow_atari.py FLAGS` would, counting the noise draws of its main process.
@@ -210,3 +217,29 @@ def test_noise_is_drawn_for_each_action_and_three_times_per_update(tmp_path):
     updates = len(range(100, 200, 4))  # from --learning-starts 100, one every --train-frequency 4 steps
     noisy_layers = 4  # value and advantage streams, two layers each
     assert f"noise draws: {noisy_layers * (200 + 3 * updates)}" in result.stderr, result.stderr
+
+
+def test_a_refill_after_a_resume_without_memory_starts_from_the_observation_in_progress():
+    """A resumed run without its replay memory refills it from each env's observation in progress (start_streams):
+    its 4 frames become the first slots, and the n-step transitions that follow rebuild the same stacks."""
+    rb = rainbow.PrioritizedFrameReplayBuffer(
+        40, (1, 1), 4, CPU, 1, alpha=0.5, priority_epsilon=1e-6, n_step=2, gamma=0.5
+    )
+    frames = lambda *ids: np.array(ids, np.uint8).reshape(1, 4, 1, 1)  # noqa: E731
+    rb.start_streams(frames(10, 11, 12, 13), step=500)
+    obs = frames(10, 11, 12, 13)
+    for t, reward in enumerate([1.0, 2.0, 4.0]):
+        next_obs = frames(*obs[0, 1:, 0, 0], 14 + t)
+        rb.add(obs, [t], np.array([reward], np.float32), next_obs, np.array([False]), np.array([False]))
+        obs = next_obs
+    drawable = np.flatnonzero(rb.tree.leaves(np.arange(40)) > 0)
+    assert list(drawable) == [3, 4]  # the refill's frames start no transition; the newest waits for its second step
+    batch = rb.get(drawable, CPU)
+    assert batch.obs[0].flatten().tolist() == [10, 11, 12, 13] and batch.next_obs[0].flatten().tolist() == [
+        12,
+        13,
+        14,
+        15,
+    ]
+    assert batch.returns.tolist() == [1.0 + 0.5 * 2.0, 2.0 + 0.5 * 4.0] and batch.actions.tolist() == [0, 1]
+    assert rb.began == 500
