@@ -22,8 +22,11 @@ EXACT_RUNS = {  # each kills its run after the first checkpoint
         *"--total-timesteps 1500 --checkpoint-frequency 300 --num-envs 3 --env-id ALE/Breakout-v5".split(),
     ],
     "per_dqn_atari.py --num-envs 2": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300 --num-envs 2".split()],
-    # n-step windows that cross the checkpoint, and the noise drawn by the CPU's generator
-    "rainbow_atari.py --num-envs 2": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300 --num-envs 2".split()],
+    # n-step windows that cross the checkpoint, and the noise drawn by the CPU's generator (the small network: faster)
+    "rainbow_atari.py --num-envs 2": [
+        *TINY,
+        *"--total-timesteps 1200 --checkpoint-frequency 300 --num-envs 2 --network data-efficient".split(),
+    ],
     "bootstrapped_dqn_atari.py --num-envs 2": [
         *TINY,
         *"--total-timesteps 1200 --checkpoint-frequency 300 --n-heads 3 --mask-prob 0.5 --num-envs 2".split(),
