@@ -807,7 +807,7 @@ class RunArgs(Args):
 def check_args(args: RunArgs) -> None:
     """Raise ValueError naming the first argument that cannot work."""
     positive = ["total_timesteps", "schedule_timesteps", "num_envs", "buffer_size", "batch_size", "learning_rate"]
-    positive += ["adam_epsilon", "n_step"]
+    positive += ["n_step"]
     for name in positive + ["train_frequency", "target_network_frequency"]:
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -842,6 +842,8 @@ def check_args(args: RunArgs) -> None:
         not torch.linspace(args.v_min, args.v_max, args.n_atoms).diff().gt(0).all()
     ):  # the atoms, as the network has them
         raise ValueError(f"--v-min must be below --v-max, the atoms apart in float32, got [{args.v_min}, {args.v_max}]")
+    if not 0 < args.adam_epsilon < float("inf"):  # nan too
+        raise ValueError(f"--adam-epsilon must be positive and finite, got {args.adam_epsilon}")
     if not 0 <= args.noisy_std < float("inf"):  # nan too
         raise ValueError(f"--noisy-std must be finite and not negative, got {args.noisy_std}")
     if args.eval_only != (args.load_model is not None):

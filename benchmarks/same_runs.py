@@ -3,7 +3,7 @@
     git worktree add /tmp/before COMMIT
     python benchmarks/same_runs.py /tmp/before .
 
-Runs dqn_cartpole.py and the five Atari scripts with the same tiny flags and seed in each tree (one torch thread, on
+Runs dqn_cartpole.py and the six Atari scripts (or --scripts) with the same tiny flags and seed in each tree (one torch thread, on
 the CPU, past learning starts so that the updates count), then compares the whole-game returns each logged and the
 final weights each saved, bit for bit. Prints a line per script and exits 1 if any differ. A change that keeps the
 math, like moving code, must leave every line "same".
@@ -27,6 +27,7 @@ RUNS = {
     "dueling_dqn_atari.py": ATARI,
     "per_dqn_atari.py": ATARI,
     "bootstrapped_dqn_atari.py": ATARI + " --n-heads 3 --mask-prob 0.5",
+    "rainbow_atari.py": ATARI,
 }
 
 
@@ -48,9 +49,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before")
     parser.add_argument("after")
+    parser.add_argument("--scripts", nargs="+", default=list(RUNS), choices=list(RUNS), help="(default: all)")
     opts = parser.parse_args()
     differ = 0
-    for script, flags in RUNS.items():
+    for script in opts.scripts:
+        flags = RUNS[script]
         (returns_a, weights_a), (returns_b, weights_b) = (
             one_run(os.path.abspath(tree), script, flags) for tree in (opts.before, opts.after)
         )

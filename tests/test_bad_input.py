@@ -45,6 +45,7 @@ CASES = [
     ("rainbow_atari.py", ["--n-atoms", 1], "--n-atoms must be in [2, 1001]"),
     ("rainbow_atari.py", ["--noisy-std", -0.1], "--noisy-std"),
     ("rainbow_atari.py", ["--noisy-std", "nan"], "--noisy-std must be finite"),
+    ("rainbow_atari.py", ["--adam-epsilon", "nan"], "--adam-epsilon must be positive and finite"),
     ("rainbow_atari.py", ["--learning-starts", 5, "--num-envs", 2], "--learning-starts must be at least"),
     ("rainbow_atari.py", ["--buffer-size", 12, "--batch-size", 4, "--num-envs", 2], "at least 7 per env (14)"),
     *[

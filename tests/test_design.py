@@ -38,6 +38,8 @@ SHARED_BLOCKS = {
         "dqn_cartpole.py",
     ],
     "scale_gradient": ["dueling_dqn_atari.py", "bootstrapped_dqn_atari.py", "rainbow_atari.py"],
+    "TORSO_GRADIENT_SCALE": ["dueling_dqn_atari.py", "rainbow_atari.py"],
+    "SumTree": ["per_dqn_atari.py", "rainbow_atari.py"],
     # the run management below the marker: one block in every Atari script (CartPole keeps a smaller one)
     **{
         name: ATARI_SCRIPTS
