@@ -294,7 +294,7 @@ def distributional_double_target(
 
 
 def project_onto_support(values: torch.Tensor, probs: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """Bellemare et al. 2017, eq. 7: each probability probs[:, j], at values[:, j], is clipped to [v_min, v_max] and
+    """Bellemare et al. 2017, eq. 7: each probability probs[:, j] sits at values[:, j], clipped to [v_min, v_max], and is
     split between the two nearest atoms of the support in proportion to its closeness to each. (B, n_atoms)."""
     spacing = support[1] - support[0]
     values = values.clamp(support[0], support[-1])
