@@ -21,8 +21,8 @@ EXACT_RUNS = {  # each kills its run after the first checkpoint
         *TINY,
         *"--total-timesteps 1500 --checkpoint-frequency 300 --num-envs 3 --env-id ALE/Breakout-v5".split(),
     ],
-    "per_dqn_atari.py --num-envs 2": [*TINY, *"--total-timesteps 1500 --checkpoint-frequency 300 --num-envs 2".split()],
-    # n-step windows that cross the checkpoint, and the noise drawn by the CPU's generator (the small network: faster)
+    # n-step windows that cross the checkpoint, and the noise drawn by the CPU's generator (the small network: faster);
+    # its memory is PER's, sum tree and largest priority included, so this row stands for per_dqn_atari.py's too
     "rainbow_atari.py --num-envs 2": [
         *TINY,
         *"--total-timesteps 1200 --checkpoint-frequency 300 --num-envs 2 --network data-efficient".split(),

@@ -66,11 +66,11 @@ def processes_with(marker: str) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    # dqn_atari.py at N = 1 and 3, and the variants whose loops differ most from it (double and dueling change only
-    # the target and the network) at N = 3; test_learning_starts... below crashes every script's old first update too
+    # dqn_atari.py at N = 1 and 3, and the variants whose loops differ most from it at N = 3 (double and dueling change
+    # only the target and the network; PER's loop is Rainbow's less its additions); test_learning_starts... below
+    # crashes the old first update of dqn's, PER's and bootstrapped's loops too
     "script, num_envs",
-    [("dqn_atari.py", 1), ("dqn_atari.py", 3), ("per_dqn_atari.py", 3), ("bootstrapped_dqn_atari.py", 3)]
-    + [("rainbow_atari.py", 3)],
+    [("dqn_atari.py", 1), ("dqn_atari.py", 3), ("bootstrapped_dqn_atari.py", 3), ("rainbow_atari.py", 3)],
     ids=lambda x: str(x),
 )
 def test_a_crash_in_the_update_ends_the_run_and_its_env_processes(script, num_envs, tmp_path):
@@ -158,7 +158,8 @@ def test_sigterm_ends_a_run_that_has_stopped_making_progress():
             signal.signal(signum, handler)
 
 
-@pytest.mark.parametrize("script", ATARI_SCRIPTS)
+# dqn_atari.py's sampling stands for double's and dueling's, whose memory and loop it is
+@pytest.mark.parametrize("script", ["dqn_atari.py", "per_dqn_atari.py", "bootstrapped_dqn_atari.py"])
 def test_learning_starts_below_a_first_batch_waits_for_one(script, run_script, tmp_path):
     """With --learning-starts 0 the first update used to draw from an empty memory: a ValueError (then the hang of a
     crash), or NaN importance weights in PER that spread through its network and sum tree under exit code 0."""
