@@ -775,9 +775,9 @@ class Resumable(gym.Wrapper):
             for attribute in WRAPPER_STATE.get(type(wrapper).__name__, ()):
                 if (key := f"{type(wrapper).__name__}.{attribute}") in state:  # a run may add or drop videos on resume
                     value = state[key]
-                    setattr(wrapper, attribute, np.array(value) if isinstance(value, torch.Tensor) else value)
+                    setattr(wrapper, attribute, value.numpy().copy() if isinstance(value, torch.Tensor) else value)
             if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-                wrapper.obs_queue = deque(np.array(state["frame_stack"]), maxlen=FRAME_STACK)
+                wrapper.obs_queue = deque(np.asarray(state["frame_stack"]), maxlen=FRAME_STACK)
 
 
 class GracefulStop:
