@@ -20,7 +20,8 @@ Into `--out` it writes:
   compare. Where a name has fewer than 5 runs, the figure and the report say that its intervals are rough and rank
   nothing: with 3 runs a 95% bootstrap interval held the true mean in 65-74% of simulated cases
   (benchmarks/interval_coverage.py, benchmarks/results/interval_coverage.csv);
-- `report.md`: the tables behind them, and the pictures. Per name and game: the last 20 training games (or as many as
+- `report.md`: the tables behind them, and the pictures; with `--published CSV`, first each name's scores beside a
+  paper's on the games both have. Per name and game: the last 20 training games (or as many as
   a run finished, which the cell then says) and the evaluation games (mean ± std over seeds, and the number of seeds),
   the human-normalized score, the learning curves, the mean return in each `--bin` steps, and the wall time and steps
   per second of the runs. It is also printed.
@@ -35,6 +36,7 @@ not ids).
 """
 
 import argparse
+import csv
 import glob
 import json
 import os
@@ -444,6 +446,34 @@ def tables(groups: dict, sections: list[tuple], bin_size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def published_table(groups: dict, path: str) -> str:
+    """Each name's scores beside a published table's, on the games both have. The table is a CSV with a `game` column
+    (the ALE's name: Breakout), a `score` column and a `source` column."""
+    with open(path) as f:
+        published = {row["game"]: row for row in csv.DictReader(f)}
+    lines = ["## Against the published scores", ""]
+    lines += [
+        f"Published: {path}. Ours: each run's score (its evaluation games' mean, else its last 20 games), mean ± std "
+        "over runs, and each run's in seed order.",
+        "",
+        "| name | game | runs | ours | each run | published | runs above it |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for game, by_name in groups.items():
+        if game not in published:
+            continue
+        score, source = float(published[game]["score"]), published[game]["source"]
+        sources += [] if source in sources else [source]
+        for name, runs in by_name.items():
+            scores = [run.score() for run in runs]
+            lines.append(
+                f"| {name} | {game} | {len(runs)} | {mean_std(scores)} | {', '.join(f'{s:.1f}' for s in scores)} | "
+                f"{score:.1f} | {sum(s > score for s in scores)} of {len(scores)} |"
+            )
+    return "\n".join([*lines, "", f"Source: {'; '.join(sources)}."]) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="folders of run folders (benchmarks/grid.py's --out)")
@@ -455,6 +485,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--reps", type=int, default=2000, help="bootstrap resamples for the intervals (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--published", metavar="CSV", help="a paper's per-game scores (game, score, source) to set ours beside"
     )
     opts = parser.parse_args()
     if opts.export:
@@ -482,6 +515,8 @@ def main() -> int:
     for _, matrices, _, points, intervals, picture in sections:
         plot_aggregate(points, intervals, matrices, os.path.join(out, picture))
     report = tables(groups, sections, opts.bin)
+    if opts.published:
+        report = published_table(groups, opts.published) + "\n" + report
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(f"# {len(runs)} runs from {', '.join(opts.dirs)}\n\n{report}")
     print(report)

@@ -254,10 +254,16 @@ def test_a_report_on_a_game_outside_the_first_seven_with_v5_and_v4_ids(tmp_path)
     for seed in (1, 2):
         write_run(tmp_path / "runs", "dqn_v4", "MsPacmanNoFrameskip-v4", seed, games, [human])
         write_run(tmp_path / "runs", "dqn_v5", "ALE/MsPacman-v5", seed, games, [random])
+    published = tmp_path / "published.csv"  # a paper's table, with a game these runs did not play
+    published.write_text('game,score,source\nMsPacman,500.0,"a paper, table 2"\nPong,1.0,"a paper, table 2"\n')
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "report.py"), str(tmp_path / "runs"), "--reps", "100"]
+    command += ["--published", str(published)]
     result = subprocess.run([*command, "--out", str(tmp_path / "report")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "report" / "report.md").read_text()
+    assert "| dqn_v4 | MsPacman | 2 | 6951.6 ± 0.0 | 6951.6, 6951.6 | 500.0 | 2 of 2 |" in text
+    assert "| dqn_v5 | MsPacman | 2 | 307.3 ± 0.0 | 307.3, 307.3 | 500.0 | 0 of 2 |" in text
+    assert "Source: a paper, table 2." in text and "| Pong |" not in text
     assert "| dqn_v4 | MsPacman | 2 | 362.3 ± 0.0 (of 12 games) | 6951.6 ± 0.0 | 1.000 ± 0.000 |" in text
     assert "| dqn_v5 | MsPacman | 2 | 362.3 ± 0.0 (of 12 games) | 307.3 ± 0.0 | 0.000 ± 0.000 |" in text
     assert "| dqn_v4 | 2 runs x 1 game | MsPacman | 1.000 [1.000, 1.000] |" in text
