@@ -446,31 +446,48 @@ def tables(groups: dict, sections: list[tuple], bin_size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def published_table(groups: dict, path: str) -> str:
-    """Each name's scores beside a published table's, on the games both have. The table is a CSV with a `game` column
-    (the ALE's name: Breakout), a `score` column and a `source` column."""
-    with open(path) as f:
-        published = {row["game"]: row for row in csv.DictReader(f)}
+def read_published(path: str) -> dict[str, dict]:
+    """A paper's per-game table: a CSV with `game` (the ALE's name: Breakout), `score` and `source` columns, and
+    optionally `env_id` (then only runs of that id are set beside it). game -> its row."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = [{key.strip(): (value or "").strip() for key, value in row.items()} for row in csv.DictReader(f)]
+    missing = {"game", "score", "source"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(sorted(missing))} column (it needs game, score and source)")
+    for row in rows:
+        try:
+            row["score"] = float(row["score"])
+        except ValueError:
+            raise ValueError(f"{path}: {row['game']}'s score {row['score']!r} is not a number") from None
+    return {row["game"]: row for row in rows}
+
+
+def published_table(groups: dict, published: dict[str, dict], path: str) -> str:
+    """Each name's scores beside a published table's, on the games (and ids, where the table gives them) both have."""
     lines = ["## Against the published scores", ""]
     lines += [
         f"Published: {path}. Ours: each run's score (its evaluation games' mean, else its last 20 games), mean ± std "
-        "over runs, and each run's in seed order.",
+        "over runs, and each run's in seed order; only runs of the table's env id, where it gives one (protocols "
+        "differ between ids).",
         "",
         "| name | game | runs | ours | each run | published | runs above it |",
         "|---|---|---|---|---|---|---|",
     ]
     sources = []
     for game, by_name in groups.items():
-        if game not in published:
-            continue
-        score, source = float(published[game]["score"]), published[game]["source"]
-        sources += [] if source in sources else [source]
-        for name, runs in by_name.items():
+        row = published.get(game)
+        for name, runs in by_name.items() if row else []:
+            runs = [run for run in runs if row.get("env_id") in (None, "", run.env_id)]
+            if not runs:
+                continue
             scores = [run.score() for run in runs]
             lines.append(
                 f"| {name} | {game} | {len(runs)} | {mean_std(scores)} | {', '.join(f'{s:.1f}' for s in scores)} | "
-                f"{score:.1f} | {sum(s > score for s in scores)} of {len(scores)} |"
+                f"{row['score']:.1f} | {sum(s > row['score'] for s in scores)} of {len(scores)} |"
             )
+            sources += [] if row["source"] in sources else [row["source"]]
+    if not sources:
+        return f"## Against the published scores\n\nNo run played a game (and id) of {path}: {', '.join(published)}.\n"
     return "\n".join([*lines, "", f"Source: {'; '.join(sources)}."]) + "\n"
 
 
@@ -487,7 +504,9 @@ def main() -> int:
         "--reps", type=int, default=2000, help="bootstrap resamples for the intervals (default: %(default)s)"
     )
     parser.add_argument(
-        "--published", metavar="CSV", help="a paper's per-game scores (game, score, source) to set ours beside"
+        "--published",
+        metavar="CSV",
+        help="a paper's per-game scores (game, score, source; env_id optional) to set ours beside",
     )
     opts = parser.parse_args()
     if opts.export:
@@ -499,6 +518,7 @@ def main() -> int:
         return 2
     try:
         runs = load_runs(opts.dirs)
+        published = read_published(opts.published) if opts.published else None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -515,8 +535,8 @@ def main() -> int:
     for _, matrices, _, points, intervals, picture in sections:
         plot_aggregate(points, intervals, matrices, os.path.join(out, picture))
     report = tables(groups, sections, opts.bin)
-    if opts.published:
-        report = published_table(groups, opts.published) + "\n" + report
+    if published is not None:
+        report = published_table(groups, published, opts.published) + "\n" + report
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(f"# {len(runs)} runs from {', '.join(opts.dirs)}\n\n{report}")
     print(report)

@@ -84,7 +84,7 @@ def test_a_run_killed_between_checkpoints_and_resumed_is_the_run_left_alone(run,
     resumed = start(script, ["--resume", run_dir], tmp_path)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
-    assert "Warning" not in stderr, stderr  # restoring the envs' saved state warned under NumPy 2 (np.array(tensor))
+    assert "Warning" not in stderr, stderr  # a resume warns of nothing (np.array(tensor) did, under NumPy 2)
     _, stderr = alone.communicate(timeout=300)
     assert alone.returncode == 0, stderr
     [alone_dir] = glob.glob(str(tmp_path / "runs" / "*__alone__*"))

@@ -254,15 +254,19 @@ def test_a_report_on_a_game_outside_the_first_seven_with_v5_and_v4_ids(tmp_path)
     for seed in (1, 2):
         write_run(tmp_path / "runs", "dqn_v4", "MsPacmanNoFrameskip-v4", seed, games, [human])
         write_run(tmp_path / "runs", "dqn_v5", "ALE/MsPacman-v5", seed, games, [random])
-    published = tmp_path / "published.csv"  # a paper's table, with a game these runs did not play
-    published.write_text('game,score,source\nMsPacman,500.0,"a paper, table 2"\nPong,1.0,"a paper, table 2"\n')
+    published = tmp_path / "published.csv"  # a paper's table (v4's protocol), with a game these runs did not play
+    published.write_text(
+        '\ufeffgame, env_id, score, source\nMsPacman, MsPacmanNoFrameskip-v4, 500.0,"a paper, table 2"\n'
+        'Pong,PongNoFrameskip-v4,1.0,"a paper, table 2"\n'
+    )
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "report.py"), str(tmp_path / "runs"), "--reps", "100"]
     command += ["--published", str(published)]
     result = subprocess.run([*command, "--out", str(tmp_path / "report")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "report" / "report.md").read_text()
+    assert text.index("## Against the published scores") < text.index("## Final scores")
     assert "| dqn_v4 | MsPacman | 2 | 6951.6 ± 0.0 | 6951.6, 6951.6 | 500.0 | 2 of 2 |" in text
-    assert "| dqn_v5 | MsPacman | 2 | 307.3 ± 0.0 | 307.3, 307.3 | 500.0 | 0 of 2 |" in text
+    assert "| dqn_v5 | MsPacman |" not in text.split("## Final scores")[0]  # v5's sticky actions: not the paper's
     assert "Source: a paper, table 2." in text and "| Pong |" not in text
     assert "| dqn_v4 | MsPacman | 2 | 362.3 ± 0.0 (of 12 games) | 6951.6 ± 0.0 | 1.000 ± 0.000 |" in text
     assert "| dqn_v5 | MsPacman | 2 | 362.3 ± 0.0 (of 12 games) | 307.3 ± 0.0 | 0.000 ± 0.000 |" in text
@@ -281,6 +285,24 @@ def test_a_report_on_a_game_outside_the_first_seven_with_v5_and_v4_ids(tmp_path)
     # the intervals repeat: rliable draws from numpy's global RNG, which aggregate() seeds
     matrices = {"a": np.random.default_rng(0).random((3, 2))}
     assert str(report.aggregate(matrices, reps=200)) == str(report.aggregate(matrices, reps=200))
+
+
+def test_a_published_table_is_read_strictly_and_says_when_no_game_is_in_common(tmp_path):
+    table = tmp_path / "published.csv"
+    table.write_text("game,der_100k,source\nPong,1.0,x\n")
+    with pytest.raises(ValueError, match="has no score column"):
+        report.read_published(str(table))
+    table.write_text("game,score,source\nPong,,x\n")
+    with pytest.raises(ValueError, match="Pong's score '' is not a number"):
+        report.read_published(str(table))
+    write_run(tmp_path / "runs", "dqn", "BreakoutNoFrameskip-v4", 1, [(100, 2.0), (200, 4.0)], [])
+    groups = report.grouped(report.load_runs([str(tmp_path / "runs")]))
+    table.write_text("game,score,source\nPong,1.0,x\n")
+    text = report.published_table(groups, report.read_published(str(table)), str(table))
+    assert f"No run played a game (and id) of {table}: Pong." in text
+    table.write_text("game,score,source\nBreakout,3.5,y\n")  # no env id: any; one run, scored by its last games
+    text = report.published_table(groups, report.read_published(str(table)), str(table))
+    assert "| dqn | Breakout | 1 | 3.0 | 3.0 | 3.5 | 0 of 1 |" in text and "Source: y." in text
 
 
 def overlaps(a, b) -> bool:
