@@ -188,7 +188,9 @@ def test_eval_only_plays_a_saved_model_or_checkpoint_and_a_signal_stops_it_at_on
     process = start(
         "dqn_atari.py", ["--load-model", path, "--eval-only", "--eval-episodes", 1000, "--no-cuda"], tmp_path
     )
-    time.sleep(4)
+    # printed once its signal handlers are in place, however slow the start; then a moment into the games
+    assert process.stdout.readline().startswith("playing "), process.stderr.read()
+    time.sleep(2)
     began = time.time()
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
