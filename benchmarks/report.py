@@ -20,11 +20,11 @@ Into `--out` it writes:
   compare. Where a name has fewer than 5 runs, the figure and the report say that its intervals are rough and rank
   nothing: with 3 runs a 95% bootstrap interval held the true mean in 65-74% of simulated cases
   (benchmarks/interval_coverage.py, benchmarks/results/interval_coverage.csv);
-- `report.md`: the tables behind them, and the pictures; with `--published CSV`, first each name's scores beside a
-  paper's on the games both have. Per name and game: the last 20 training games (or as many as
-  a run finished, which the cell then says) and the evaluation games (mean ± std over seeds, and the number of seeds),
-  the human-normalized score, the learning curves, the mean return in each `--bin` steps, and the wall time and steps
-  per second of the runs. It is also printed.
+- `report.md`: the tables behind them, and the pictures (`--no-aggregate` leaves the aggregates out); with
+  `--published CSV`, first each name's scores beside a paper's on the games both have. Per name and game: the last
+  20 training games (or as many as a run finished, which the cell then says) and the evaluation games (mean ± std
+  over seeds, and the number of seeds), the human-normalized score, the learning curves, the mean return in each
+  `--bin` steps, and the wall time and steps per second of the runs. It is also printed.
 
 A run's score is the mean of its evaluation games (`--eval-episodes` at `--eval-epsilon`, 0.05 by default) where it
 played any, else the mean of its last 20 training games. Human-normalized: (score - random) / (human - random), with
@@ -508,6 +508,12 @@ def main() -> int:
         metavar="CSV",
         help="a paper's per-game scores (game, score, source; env_id optional) to set ours beside",
     )
+    parser.add_argument(
+        "--no-aggregate",
+        action="store_true",
+        help="leave out the aggregates over games: a benchmark that defines its aggregate over a set of games "
+        "(Atari 100k: 26) has none over a subset of them",
+    )
     opts = parser.parse_args()
     if opts.export:
         for folder in opts.dirs:
@@ -531,7 +537,7 @@ def main() -> int:
     groups = grouped(runs)
     for game, by_name in groups.items():
         plot_game(game, by_name, os.path.join(out, f"{game}.png"))
-    sections = aggregate_sections(groups, opts.reps)
+    sections = [] if opts.no_aggregate else aggregate_sections(groups, opts.reps)
     for _, matrices, _, points, intervals, picture in sections:
         plot_aggregate(points, intervals, matrices, os.path.join(out, picture))
     report = tables(groups, sections, opts.bin)
