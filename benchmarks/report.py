@@ -538,6 +538,9 @@ def main() -> int:
     for game, by_name in groups.items():
         plot_game(game, by_name, os.path.join(out, f"{game}.png"))
     sections = [] if opts.no_aggregate else aggregate_sections(groups, opts.reps)
+    for picture in {"aggregate.png", "aggregate_common.png"} - {section[-1] for section in sections}:
+        if os.path.exists(os.path.join(out, picture)):  # an earlier report's, which this one would seem to show
+            os.remove(os.path.join(out, picture))
     for _, matrices, _, points, intervals, picture in sections:
         plot_aggregate(points, intervals, matrices, os.path.join(out, picture))
     report = tables(groups, sections, opts.bin)

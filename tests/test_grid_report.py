@@ -274,12 +274,16 @@ def test_a_report_on_a_game_outside_the_first_seven_with_v5_and_v4_ids(tmp_path)
     assert "**Rough: these intervals rank nothing.** dqn_v4, dqn_v5 rest on fewer than 5 runs" in text
     assert "![MsPacman](MsPacman.png)" in text and (tmp_path / "report" / "MsPacman.png").is_file()
     assert (tmp_path / "report" / "aggregate.png").is_file()
-    # a subset of a benchmark whose aggregate is defined over all its games (Atari 100k's 26): no aggregate
-    command += ["--no-aggregate", "--out", str(tmp_path / "alone")]
-    result = subprocess.run(command, capture_output=True, text=True)
+    # a subset of a benchmark whose aggregate is defined over all its games (Atari 100k's 26): no aggregate; a rerun
+    # into the same folder takes away the earlier report's aggregate pictures
+    (tmp_path / "report" / "aggregate_common.png").write_bytes(b"an earlier report's")
+    result = subprocess.run(
+        [*command, "--no-aggregate", "--out", str(tmp_path / "report")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
-    alone = (tmp_path / "alone" / "report.md").read_text()
-    assert "## Aggregate" not in alone and "IQM" not in alone and not (tmp_path / "alone" / "aggregate.png").exists()
+    alone = (tmp_path / "report" / "report.md").read_text()
+    assert "## Aggregate" not in alone and "IQM" not in alone
+    assert not list((tmp_path / "report").glob("aggregate*")) and (tmp_path / "report" / "MsPacman.png").is_file()
     assert alone.split("## Learning curves")[0] == text.split("## Aggregate")[0]  # the rest as it was
     # the same name on both ids would pool two protocols into one row: refused, with what to do
     write_run(tmp_path / "mixed", "dqn", "MsPacmanNoFrameskip-v4", 1, games, [human])
