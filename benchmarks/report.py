@@ -20,7 +20,8 @@ Into `--out` it writes:
   compare. Where a name has fewer than 5 runs, the figure and the report say that its intervals are rough and rank
   nothing: with 3 runs a 95% bootstrap interval held the true mean in 65-74% of simulated cases
   (benchmarks/interval_coverage.py, benchmarks/results/interval_coverage.csv);
-- `report.md`: the tables behind them, and the pictures (`--no-aggregate` leaves the aggregates out); with
+- `report.md`: the tables behind them, and the pictures (`--no-aggregate` leaves the aggregates out, and an
+  aggregate picture that this report does not draw is removed from `--out`, saying so); with
   `--published CSV`, first each name's scores beside a paper's on the games both have. Per name and game: the last
   20 training games (or as many as a run finished, which the cell then says) and the evaluation games (mean ± std
   over seeds, and the number of seeds), the human-normalized score, the learning curves, the mean return in each
@@ -541,6 +542,7 @@ def main() -> int:
     for picture in {"aggregate.png", "aggregate_common.png"} - {section[-1] for section in sections}:
         if os.path.exists(os.path.join(out, picture)):  # an earlier report's, which this one would seem to show
             os.remove(os.path.join(out, picture))
+            print(f"removed {os.path.join(out, picture)}: an earlier report's, not this one's")
     for _, matrices, _, points, intervals, picture in sections:
         plot_aggregate(points, intervals, matrices, os.path.join(out, picture))
     report = tables(groups, sections, opts.bin)
