@@ -21,7 +21,7 @@ Into `--out` it writes:
   nothing: with 3 runs a 95% bootstrap interval held the true mean in 65-74% of simulated cases
   (benchmarks/interval_coverage.py, benchmarks/results/interval_coverage.csv);
 - `report.md`: the tables behind them, and the pictures (`--no-aggregate` leaves the aggregates out, and an
-  aggregate picture that this report does not draw is removed from `--out`, saying so); with
+  aggregate picture of an earlier report in `--out` that this one does not draw is removed, saying so); with
   `--published CSV`, first each name's scores beside a paper's on the games both have. Per name and game: the last
   20 training games (or as many as a run finished, which the cell then says) and the evaluation games (mean ± std
   over seeds, and the number of seeds), the human-normalized score, the learning curves, the mean return in each
@@ -513,7 +513,8 @@ def main() -> int:
         "--no-aggregate",
         action="store_true",
         help="leave out the aggregates over games: a benchmark that defines its aggregate over a set of games "
-        "(Atari 100k: 26) has none over a subset of them",
+        "(Atari 100k: 26) has none over a subset of them. An earlier report's aggregate pictures in --out are "
+        "removed",
     )
     opts = parser.parse_args()
     if opts.export:
@@ -539,8 +540,9 @@ def main() -> int:
     for game, by_name in groups.items():
         plot_game(game, by_name, os.path.join(out, f"{game}.png"))
     sections = [] if opts.no_aggregate else aggregate_sections(groups, opts.reps)
-    for picture in {"aggregate.png", "aggregate_common.png"} - {section[-1] for section in sections}:
-        if os.path.exists(os.path.join(out, picture)):  # an earlier report's, which this one would seem to show
+    earlier_report = os.path.isfile(os.path.join(out, "report.md"))
+    for picture in sorted({"aggregate.png", "aggregate_common.png"} - {section[-1] for section in sections}):
+        if earlier_report and os.path.isfile(os.path.join(out, picture)):  # this report would seem to show it
             os.remove(os.path.join(out, picture))
             print(f"removed {os.path.join(out, picture)}: an earlier report's, not this one's")
     for _, matrices, _, points, intervals, picture in sections:
